@@ -1,1 +1,26 @@
-//! placeholder
+//! # auditlake-schemas
+//!
+//! The shared vocabulary of auditlake: the Arrow schemas of every lake table, the
+//! decoder that turns raw topic messages into Arrow (quarantining the bad ones),
+//! and the Delta plumbing every writer goes through (open/create a table, append
+//! with application transactions, retry on conflict).
+//!
+//! ```text
+//! raw bytes --Decoder--> RecordBatch (+ quarantine rows) --Lake::append--> Delta commit
+//! ```
+//!
+//! Invariants: times are UTC microseconds; every table is partitioned by `date`
+//! (the UTC date of the row's time); nothing in this crate drops a message.
+
+mod error;
+
+pub mod decode;
+pub mod lake;
+pub mod tables;
+pub mod time;
+pub mod topic;
+
+pub use decode::{Decoded, Decoder, RawMessage, Source};
+pub use error::{Error, Result, delta_error_is_retryable};
+pub use lake::{Lake, WriteOptions};
+pub use topic::Topic;

@@ -1,0 +1,907 @@
+//! Raw messages -> one Arrow batch of events plus quarantine rows.
+//!
+//! ```text
+//! payload bytes --sonic-rs (serde, borrowed strings)--> typed row --> Arrow builders --> RecordBatch
+//!        \--- not JSON / not an object / missing field / wrong type / bad time --> quarantine row
+//! ```
+//!
+//! Each message is parsed straight into a typed row that borrows its strings from
+//! the payload, then appended to column builders: no `serde_json::Value` trees.
+//! A message that fails is re-parsed on the slow path only to name the failing
+//! field, and becomes a quarantine row with its raw bytes and coordinates. A bad
+//! message never stops the batch. Unknown fields are ignored.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Int32Builder, Int64Builder,
+    ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use serde::Deserialize;
+
+use crate::time::{date32_of_micros, parse_rfc3339_micros};
+use crate::{Result, Topic, tables};
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A Kafka record.
+    Kafka { partition: i32, offset: i64 },
+    /// A line of a JSON-lines file (1-based).
+    File { path: &'a str, line: u64 },
+}
+
+impl Source<'_> {
+    /// The quarantine dedupe key of a message from this source.
+    pub fn source_id(&self, topic: Topic) -> String {
+        match self {
+            Source::Kafka { partition, offset } => format!("kafka:{topic}:{partition}:{offset}"),
+            Source::File { path, line } => format!("file:{topic}:{path}:{line}"),
+        }
+    }
+}
+
+/// One message to decode.
+#[derive(Debug, Clone, Copy)]
+pub struct RawMessage<'a> {
+    /// The message value, one JSON object (UTF-8).
+    pub payload: &'a [u8],
+    /// Its coordinates, kept with it if it is quarantined.
+    pub source: Source<'a>,
+}
+
+/// The output of [`Decoder::finish`].
+#[derive(Debug)]
+pub struct Decoded {
+    /// Well-formed events in the topic's table schema (with the `date` column).
+    pub events: RecordBatch,
+    /// Malformed messages in the `quarantine` schema.
+    pub quarantine: RecordBatch,
+}
+
+/// Decodes raw messages of one topic into Arrow, quarantining the bad ones.
+///
+/// ```
+/// use auditlake_schemas::{Decoder, RawMessage, Source, Topic};
+/// let mut d = Decoder::new(Topic::Grants);
+/// let good = br#"{"event_id":"e1","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"grant","scopes":["order.read"]}"#;
+/// d.push(RawMessage { payload: good, source: Source::Kafka { partition: 0, offset: 7 } });
+/// d.push(RawMessage { payload: b"{not json", source: Source::Kafka { partition: 0, offset: 8 } });
+/// let out = d.finish(0).unwrap();
+/// assert_eq!(out.events.num_rows(), 1);
+/// assert_eq!(out.quarantine.num_rows(), 1);
+/// ```
+pub struct Decoder {
+    topic: Topic,
+    rows: Box<dyn TopicRows + Send>,
+    quarantine: QuarantineBuilder,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("topic", &self.topic)
+            .field("events", &self.rows.len())
+            .field("quarantined", &self.quarantine.len())
+            .finish()
+    }
+}
+
+impl Decoder {
+    /// A decoder for `topic`.
+    pub fn new(topic: Topic) -> Self {
+        let rows: Box<dyn TopicRows + Send> = match topic {
+            Topic::ApiAccess => Box::new(AccessRows::default()),
+            Topic::Grants => Box::new(GrantRows::default()),
+            Topic::Apps => Box::new(AppRows::default()),
+            Topic::Deletions => Box::new(DeletionRows::default()),
+        };
+        Self {
+            topic,
+            rows,
+            quarantine: QuarantineBuilder::default(),
+        }
+    }
+
+    /// The topic this decoder decodes.
+    pub fn topic(&self) -> Topic {
+        self.topic
+    }
+
+    /// Decodes one message; a bad one is kept for quarantine, never an error.
+    /// Returns `true` if the message was a well-formed event.
+    pub fn push(&mut self, msg: RawMessage<'_>) -> bool {
+        match self.rows.append(msg.payload) {
+            Ok(()) => true,
+            Err(fast_reason) => {
+                let reason = explain(self.topic, msg.payload).unwrap_or(fast_reason);
+                self.quarantine
+                    .append(self.topic, msg.source, msg.payload, &reason);
+                false
+            }
+        }
+    }
+
+    /// Events decoded since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether nothing was decoded since the last finish.
+    pub fn is_empty(&self) -> bool {
+        self.rows.len() == 0 && self.quarantine.len() == 0
+    }
+
+    /// Messages quarantined since the last finish.
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Takes what was decoded so far; `ingested_at` (UTC µs) stamps quarantine rows.
+    pub fn finish(&mut self, ingested_at: i64) -> Result<Decoded> {
+        Ok(Decoded {
+            events: self.rows.finish()?,
+            quarantine: self.quarantine.finish(ingested_at)?,
+        })
+    }
+}
+
+/// The full reason of a failure, with the path of the failing field, from a
+/// slower serde_json pass used only for bad messages.
+fn explain(topic: Topic, payload: &[u8]) -> Option<String> {
+    fn check<'de, T: Deserialize<'de> + Validate>(payload: &'de [u8]) -> Option<String> {
+        let first = payload.iter().find(|c| !c.is_ascii_whitespace());
+        match first {
+            None => return Some("empty message".into()),
+            Some(b'{') => {}
+            Some(_) => {
+                return Some(
+                    match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+                        Ok(_) => "not a JSON object".into(),
+                        Err(e) => format!("invalid JSON: {e}"),
+                    },
+                );
+            }
+        }
+        let de = &mut serde_json::Deserializer::from_slice(payload);
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(row) => row.validate().err(),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                Some(if inner.is_syntax() || inner.is_eof() {
+                    format!("invalid JSON: {inner}")
+                } else if path == "." || path.is_empty() {
+                    // serde names a missing field in the message itself.
+                    strip_position(&inner.to_string())
+                } else {
+                    format!("field `{path}`: {}", strip_position(&inner.to_string()))
+                })
+            }
+        }
+    }
+    match topic {
+        Topic::ApiAccess => check::<AccessEvent>(payload),
+        Topic::Grants => check::<GrantEvent>(payload),
+        Topic::Apps => check::<AppEvent>(payload),
+        Topic::Deletions => check::<DeletionEvent>(payload),
+    }
+}
+
+fn strip_position(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// An RFC 3339 time with offset, as UTC microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Time(i64);
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Time;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 time with offset")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Time, E> {
+                parse_rfc3339_micros(v)
+                    .map(Time)
+                    .map_err(|why| E::custom(format!("invalid time {v:?}: {why}")))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Checks beyond types: non-empty ids, known enum values.
+trait Validate {
+    fn validate(&self) -> std::result::Result<(), String>;
+}
+
+fn non_empty(field: &str, v: &str) -> std::result::Result<(), String> {
+    if v.is_empty() {
+        Err(format!("field `{field}`: must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn one_of(field: &str, v: &str, allowed: &[&str]) -> std::result::Result<(), String> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "field `{field}`: unknown value {v:?}, expected one of {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+type Str<'a> = Cow<'a, str>;
+type StrList<'a> = Option<Vec<Cow<'a, str>>>;
+
+#[derive(Deserialize)]
+struct AccessEvent<'a> {
+    #[serde(borrow)]
+    event_id: Str<'a>,
+    event_time: Time,
+    #[serde(borrow)]
+    app_id: Str<'a>,
+    #[serde(borrow)]
+    developer_id: Str<'a>,
+    #[serde(borrow)]
+    user_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    api: Str<'a>,
+    #[serde(borrow)]
+    required_scope: Option<Str<'a>>,
+    #[serde(borrow)]
+    token_scopes: StrList<'a>,
+    #[serde(borrow)]
+    data_categories: StrList<'a>,
+    record_count: Option<i64>,
+    status: i32,
+    #[serde(borrow)]
+    client_ip: Option<Str<'a>>,
+    #[serde(borrow)]
+    client_region: Option<Str<'a>>,
+    #[serde(borrow)]
+    token_id: Option<Str<'a>>,
+    latency_ms: Option<i32>,
+    response_bytes: Option<i64>,
+}
+
+impl Validate for AccessEvent<'_> {
+    fn validate(&self) -> std::result::Result<(), String> {
+        non_empty("event_id", &self.event_id)?;
+        non_empty("app_id", &self.app_id)?;
+        if !(100..=599).contains(&self.status) {
+            return Err(format!(
+                "field `status`: {} is not an HTTP status",
+                self.status
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantEvent<'a> {
+    #[serde(borrow)]
+    event_id: Str<'a>,
+    event_time: Time,
+    #[serde(borrow)]
+    app_id: Str<'a>,
+    #[serde(borrow)]
+    user_id: Str<'a>,
+    #[serde(borrow)]
+    action: Str<'a>,
+    #[serde(borrow)]
+    scopes: StrList<'a>,
+}
+
+impl Validate for GrantEvent<'_> {
+    fn validate(&self) -> std::result::Result<(), String> {
+        non_empty("event_id", &self.event_id)?;
+        non_empty("app_id", &self.app_id)?;
+        non_empty("user_id", &self.user_id)?;
+        one_of("action", &self.action, &["grant", "revoke", "unsubscribe"])
+    }
+}
+
+#[derive(Deserialize)]
+struct AppEvent<'a> {
+    #[serde(borrow)]
+    event_id: Str<'a>,
+    event_time: Time,
+    #[serde(borrow)]
+    app_id: Str<'a>,
+    #[serde(borrow)]
+    developer_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    app_kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    action: Str<'a>,
+    #[serde(borrow)]
+    declared_scopes: StrList<'a>,
+    #[serde(borrow)]
+    declared_categories: StrList<'a>,
+    export_approved: Option<bool>,
+}
+
+impl Validate for AppEvent<'_> {
+    fn validate(&self) -> std::result::Result<(), String> {
+        non_empty("event_id", &self.event_id)?;
+        non_empty("app_id", &self.app_id)?;
+        one_of("action", &self.action, &["register", "update", "terminate"])?;
+        if let Some(kind) = &self.app_kind {
+            one_of("app_kind", kind, &["self_use", "third_party"])?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct DeletionEvent<'a> {
+    #[serde(borrow)]
+    event_id: Str<'a>,
+    event_time: Time,
+    #[serde(borrow)]
+    app_id: Str<'a>,
+    #[serde(borrow)]
+    user_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    reason: Option<Str<'a>>,
+}
+
+/// Reasons a deletion request may carry (SPEC section 2).
+pub const DELETION_REASONS: [&str; 5] = [
+    "user_request",
+    "platform_order",
+    "unsubscribe",
+    "revoke",
+    "termination",
+];
+
+impl Validate for DeletionEvent<'_> {
+    fn validate(&self) -> std::result::Result<(), String> {
+        non_empty("event_id", &self.event_id)?;
+        non_empty("app_id", &self.app_id)?;
+        one_of("kind", &self.kind, &["request", "receipt"])?;
+        match &self.reason {
+            Some(r) => one_of("reason", r, &DELETION_REASONS),
+            None if self.kind == "request" => {
+                Err("field `reason`: required for a deletion request".into())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Column builders of one topic's table.
+trait TopicRows {
+    /// Parses and appends one payload, or returns a short reason.
+    fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String>;
+    fn len(&self) -> usize;
+    fn finish(&mut self) -> Result<RecordBatch>;
+}
+
+fn parse<'a, T: Deserialize<'a> + Validate>(payload: &'a [u8]) -> std::result::Result<T, String> {
+    let row: T = sonic_rs::from_slice(payload).map_err(|e| e.to_string())?;
+    row.validate()?;
+    Ok(row)
+}
+
+fn list_builder() -> ListBuilder<StringBuilder> {
+    ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "element",
+        DataType::Utf8,
+        true,
+    )))
+}
+
+fn ts_builder() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::new().with_timezone("UTC")
+}
+
+fn append_list(b: &mut ListBuilder<StringBuilder>, v: &StrList<'_>) {
+    match v {
+        Some(items) => {
+            for item in items {
+                b.values().append_value(item);
+            }
+            b.append(true);
+        }
+        None => b.append(false),
+    }
+}
+
+fn batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+macro_rules! builders {
+    ($name:ident { $($field:ident : $ty:ty = $init:expr),* $(,)? }) => {
+        struct $name { len: usize, $($field: $ty),* }
+        impl Default for $name {
+            fn default() -> Self { Self { len: 0, $($field: $init),* } }
+        }
+    };
+}
+
+builders!(AccessRows {
+    event_id: StringBuilder = StringBuilder::new(),
+    event_time: TimestampMicrosecondBuilder = ts_builder(),
+    app_id: StringBuilder = StringBuilder::new(),
+    developer_id: StringBuilder = StringBuilder::new(),
+    user_id: StringBuilder = StringBuilder::new(),
+    api: StringBuilder = StringBuilder::new(),
+    required_scope: StringBuilder = StringBuilder::new(),
+    token_scopes: ListBuilder<StringBuilder> = list_builder(),
+    data_categories: ListBuilder<StringBuilder> = list_builder(),
+    record_count: Int64Builder = Int64Builder::new(),
+    status: Int32Builder = Int32Builder::new(),
+    client_ip: StringBuilder = StringBuilder::new(),
+    client_region: StringBuilder = StringBuilder::new(),
+    token_id: StringBuilder = StringBuilder::new(),
+    latency_ms: Int32Builder = Int32Builder::new(),
+    response_bytes: Int64Builder = Int64Builder::new(),
+    date: Date32Builder = Date32Builder::new(),
+});
+
+impl TopicRows for AccessRows {
+    fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String> {
+        let e: AccessEvent = parse(payload)?;
+        self.event_id.append_value(&e.event_id);
+        self.event_time.append_value(e.event_time.0);
+        self.app_id.append_value(&e.app_id);
+        self.developer_id.append_value(&e.developer_id);
+        self.user_id.append_option(e.user_id.as_deref());
+        self.api.append_value(&e.api);
+        self.required_scope
+            .append_option(e.required_scope.as_deref());
+        append_list(&mut self.token_scopes, &e.token_scopes);
+        append_list(&mut self.data_categories, &e.data_categories);
+        self.record_count.append_option(e.record_count);
+        self.status.append_value(e.status);
+        self.client_ip.append_option(e.client_ip.as_deref());
+        self.client_region.append_option(e.client_region.as_deref());
+        self.token_id.append_option(e.token_id.as_deref());
+        self.latency_ms.append_option(e.latency_ms);
+        self.response_bytes.append_option(e.response_bytes);
+        self.date.append_value(date32_of_micros(e.event_time.0));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        self.len = 0;
+        batch(
+            tables::api_access(),
+            vec![
+                Arc::new(self.event_id.finish()),
+                Arc::new(self.event_time.finish()),
+                Arc::new(self.app_id.finish()),
+                Arc::new(self.developer_id.finish()),
+                Arc::new(self.user_id.finish()),
+                Arc::new(self.api.finish()),
+                Arc::new(self.required_scope.finish()),
+                Arc::new(self.token_scopes.finish()),
+                Arc::new(self.data_categories.finish()),
+                Arc::new(self.record_count.finish()),
+                Arc::new(self.status.finish()),
+                Arc::new(self.client_ip.finish()),
+                Arc::new(self.client_region.finish()),
+                Arc::new(self.token_id.finish()),
+                Arc::new(self.latency_ms.finish()),
+                Arc::new(self.response_bytes.finish()),
+                Arc::new(self.date.finish()),
+            ],
+        )
+    }
+}
+
+builders!(GrantRows {
+    event_id: StringBuilder = StringBuilder::new(),
+    event_time: TimestampMicrosecondBuilder = ts_builder(),
+    app_id: StringBuilder = StringBuilder::new(),
+    user_id: StringBuilder = StringBuilder::new(),
+    action: StringBuilder = StringBuilder::new(),
+    scopes: ListBuilder<StringBuilder> = list_builder(),
+    date: Date32Builder = Date32Builder::new(),
+});
+
+impl TopicRows for GrantRows {
+    fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String> {
+        let e: GrantEvent = parse(payload)?;
+        self.event_id.append_value(&e.event_id);
+        self.event_time.append_value(e.event_time.0);
+        self.app_id.append_value(&e.app_id);
+        self.user_id.append_value(&e.user_id);
+        self.action.append_value(&e.action);
+        append_list(&mut self.scopes, &e.scopes);
+        self.date.append_value(date32_of_micros(e.event_time.0));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        self.len = 0;
+        batch(
+            tables::grants(),
+            vec![
+                Arc::new(self.event_id.finish()),
+                Arc::new(self.event_time.finish()),
+                Arc::new(self.app_id.finish()),
+                Arc::new(self.user_id.finish()),
+                Arc::new(self.action.finish()),
+                Arc::new(self.scopes.finish()),
+                Arc::new(self.date.finish()),
+            ],
+        )
+    }
+}
+
+builders!(AppRows {
+    event_id: StringBuilder = StringBuilder::new(),
+    event_time: TimestampMicrosecondBuilder = ts_builder(),
+    app_id: StringBuilder = StringBuilder::new(),
+    developer_id: StringBuilder = StringBuilder::new(),
+    app_kind: StringBuilder = StringBuilder::new(),
+    action: StringBuilder = StringBuilder::new(),
+    declared_scopes: ListBuilder<StringBuilder> = list_builder(),
+    declared_categories: ListBuilder<StringBuilder> = list_builder(),
+    export_approved: BooleanBuilder = BooleanBuilder::new(),
+    date: Date32Builder = Date32Builder::new(),
+});
+
+impl TopicRows for AppRows {
+    fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String> {
+        let e: AppEvent = parse(payload)?;
+        self.event_id.append_value(&e.event_id);
+        self.event_time.append_value(e.event_time.0);
+        self.app_id.append_value(&e.app_id);
+        self.developer_id.append_option(e.developer_id.as_deref());
+        self.app_kind.append_option(e.app_kind.as_deref());
+        self.action.append_value(&e.action);
+        append_list(&mut self.declared_scopes, &e.declared_scopes);
+        append_list(&mut self.declared_categories, &e.declared_categories);
+        self.export_approved.append_option(e.export_approved);
+        self.date.append_value(date32_of_micros(e.event_time.0));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        self.len = 0;
+        batch(
+            tables::apps(),
+            vec![
+                Arc::new(self.event_id.finish()),
+                Arc::new(self.event_time.finish()),
+                Arc::new(self.app_id.finish()),
+                Arc::new(self.developer_id.finish()),
+                Arc::new(self.app_kind.finish()),
+                Arc::new(self.action.finish()),
+                Arc::new(self.declared_scopes.finish()),
+                Arc::new(self.declared_categories.finish()),
+                Arc::new(self.export_approved.finish()),
+                Arc::new(self.date.finish()),
+            ],
+        )
+    }
+}
+
+builders!(DeletionRows {
+    event_id: StringBuilder = StringBuilder::new(),
+    event_time: TimestampMicrosecondBuilder = ts_builder(),
+    app_id: StringBuilder = StringBuilder::new(),
+    user_id: StringBuilder = StringBuilder::new(),
+    kind: StringBuilder = StringBuilder::new(),
+    reason: StringBuilder = StringBuilder::new(),
+    date: Date32Builder = Date32Builder::new(),
+});
+
+impl TopicRows for DeletionRows {
+    fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String> {
+        let e: DeletionEvent = parse(payload)?;
+        self.event_id.append_value(&e.event_id);
+        self.event_time.append_value(e.event_time.0);
+        self.app_id.append_value(&e.app_id);
+        self.user_id.append_option(e.user_id.as_deref());
+        self.kind.append_value(&e.kind);
+        self.reason.append_option(e.reason.as_deref());
+        self.date.append_value(date32_of_micros(e.event_time.0));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        self.len = 0;
+        batch(
+            tables::deletions(),
+            vec![
+                Arc::new(self.event_id.finish()),
+                Arc::new(self.event_time.finish()),
+                Arc::new(self.app_id.finish()),
+                Arc::new(self.user_id.finish()),
+                Arc::new(self.kind.finish()),
+                Arc::new(self.reason.finish()),
+                Arc::new(self.date.finish()),
+            ],
+        )
+    }
+}
+
+builders!(QuarantineBuilder {
+    source_id: StringBuilder = StringBuilder::new(),
+    topic: StringBuilder = StringBuilder::new(),
+    partition: Int32Builder = Int32Builder::new(),
+    offset: Int64Builder = Int64Builder::new(),
+    file: StringBuilder = StringBuilder::new(),
+    line: Int64Builder = Int64Builder::new(),
+    raw: BinaryBuilder = BinaryBuilder::new(),
+    reason: StringBuilder = StringBuilder::new(),
+});
+
+impl QuarantineBuilder {
+    fn append(&mut self, topic: Topic, source: Source<'_>, raw: &[u8], reason: &str) {
+        self.source_id.append_value(source.source_id(topic));
+        self.topic.append_value(topic.name());
+        match source {
+            Source::Kafka { partition, offset } => {
+                self.partition.append_value(partition);
+                self.offset.append_value(offset);
+                self.file.append_null();
+                self.line.append_null();
+            }
+            Source::File { path, line } => {
+                self.partition.append_null();
+                self.offset.append_null();
+                self.file.append_value(path);
+                self.line.append_value(line as i64);
+            }
+        }
+        self.raw.append_value(raw);
+        self.reason.append_value(reason);
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(&mut self, ingested_at: i64) -> Result<RecordBatch> {
+        let n = std::mem::take(&mut self.len);
+        let mut at = ts_builder();
+        let mut date = Date32Builder::new();
+        for _ in 0..n {
+            at.append_value(ingested_at);
+            date.append_value(date32_of_micros(ingested_at));
+        }
+        batch(
+            tables::quarantine(),
+            vec![
+                Arc::new(self.source_id.finish()),
+                Arc::new(self.topic.finish()),
+                Arc::new(self.partition.finish()),
+                Arc::new(self.offset.finish()),
+                Arc::new(self.file.finish()),
+                Arc::new(self.line.finish()),
+                Arc::new(self.raw.finish()),
+                Arc::new(self.reason.finish()),
+                Arc::new(at.finish()),
+                Arc::new(date.finish()),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, TimestampMicrosecondType};
+
+    const GOOD: &str = r#"{"event_id":"req-1","event_time":"2026-11-20T08:15:30.123+08:00","app_id":"app-1","developer_id":"dev-1","user_id":"u-1","api":"order.list","required_scope":"order.read","token_scopes":["order.read","user.phone"],"data_categories":["order","phone"],"record_count":3,"status":200,"client_ip":"10.0.0.1","client_region":"CN","token_id":"t-1","latency_ms":12,"response_bytes":2048,"extra":{"nested":[1,2]}}"#;
+
+    fn reason_of(topic: Topic, payload: &str) -> String {
+        let mut d = Decoder::new(topic);
+        assert!(!d.push(RawMessage {
+            payload: payload.as_bytes(),
+            source: Source::File {
+                path: "in.jsonl",
+                line: 3
+            },
+        }));
+        let out = d.finish(0).unwrap();
+        assert_eq!(out.events.num_rows(), 0);
+        assert_eq!(out.quarantine.num_rows(), 1);
+        let q = &out.quarantine;
+        assert_eq!(
+            q.column(0).as_string::<i32>().value(0),
+            format!("file:{topic}:in.jsonl:3")
+        );
+        assert_eq!(q.column(6).as_binary::<i32>().value(0), payload.as_bytes());
+        q.column(7).as_string::<i32>().value(0).to_string()
+    }
+
+    #[test]
+    fn decodes_a_full_access_event_and_ignores_unknown_fields() {
+        let mut d = Decoder::new(Topic::ApiAccess);
+        assert!(d.push(RawMessage {
+            payload: GOOD.as_bytes(),
+            source: Source::Kafka {
+                partition: 1,
+                offset: 2
+            }
+        }));
+        let out = d.finish(0).unwrap();
+        let b = out.events;
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(b.schema(), tables::api_access());
+        let t = b
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0);
+        assert_eq!(t, parse_rfc3339_micros("2026-11-20T00:15:30.123Z").unwrap());
+        assert_eq!(b.column(10).as_primitive::<Int32Type>().value(0), 200);
+        let scopes = b.column(7).as_list::<i32>().value(0);
+        assert_eq!(scopes.len(), 2);
+        assert_eq!(out.quarantine.num_rows(), 0);
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let mut d = Decoder::new(Topic::Grants);
+        let p = r#"{"event_id":"e\"1","event_time":"2026-11-20T08:00:00Z","app_id":"a\u00e9","user_id":"u","action":"grant"}"#;
+        assert!(d.push(RawMessage {
+            payload: p.as_bytes(),
+            source: Source::Kafka {
+                partition: 0,
+                offset: 0
+            }
+        }));
+        let b = d.finish(0).unwrap().events;
+        assert_eq!(b.column(0).as_string::<i32>().value(0), "e\"1");
+        assert_eq!(b.column(2).as_string::<i32>().value(0), "aé");
+        assert!(b.column(5).is_null(0), "missing list is null");
+    }
+
+    #[test]
+    fn every_class_of_bad_input_is_quarantined_with_its_reason() {
+        let g = Topic::Grants;
+        let r = reason_of(g, "{not json");
+        assert!(r.starts_with("invalid JSON"), "{r}");
+        let r = reason_of(g, "[1,2]");
+        assert_eq!(r, "not a JSON object");
+        let r = reason_of(g, "\"text\"");
+        assert_eq!(r, "not a JSON object");
+        let r = reason_of(g, "");
+        assert_eq!(r, "empty message");
+        let r = reason_of(
+            g,
+            r#"{"event_id":"e","event_time":"2026-11-20T08:00:00Z","user_id":"u","action":"grant"}"#,
+        );
+        assert!(r.contains("missing field `app_id`"), "{r}");
+        let r = reason_of(
+            g,
+            r#"{"event_id":"e","event_time":"2026-11-20T08:00:00Z","app_id":null,"user_id":"u","action":"grant"}"#,
+        );
+        assert!(r.starts_with("field `app_id`: invalid type: null"), "{r}");
+        let r = reason_of(
+            g,
+            r#"{"event_id":"e","event_time":"2026-11-20T08:00:00","app_id":"a","user_id":"u","action":"grant"}"#,
+        );
+        assert!(
+            r.starts_with("field `event_time`: invalid time") && r.contains("offset"),
+            "{r}"
+        );
+        let r = reason_of(
+            g,
+            r#"{"event_id":"e","event_time":"2026-13-45T99:00:00Z","app_id":"a","user_id":"u","action":"grant"}"#,
+        );
+        assert!(r.starts_with("field `event_time`: invalid time"), "{r}");
+        let r = reason_of(
+            g,
+            r#"{"event_id":"e","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"grant","scopes":"order.read"}"#,
+        );
+        assert!(r.starts_with("field `scopes`: invalid type: string"), "{r}");
+        let r = reason_of(
+            g,
+            r#"{"event_id":"e","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"borrow"}"#,
+        );
+        assert!(
+            r.starts_with("field `action`: unknown value \"borrow\""),
+            "{r}"
+        );
+        let r = reason_of(
+            g,
+            r#"{"event_id":"","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"grant"}"#,
+        );
+        assert_eq!(r, "field `event_id`: must not be empty");
+
+        let a = Topic::ApiAccess;
+        let r = reason_of(a, &GOOD.replace("\"status\":200", "\"status\":\"200\""));
+        assert!(
+            r.starts_with("field `status`: invalid type: string \"200\", expected i32"),
+            "{r}"
+        );
+        let r = reason_of(a, &GOOD.replace("\"status\":200", "\"status\":200.5"));
+        assert!(
+            r.starts_with("field `status`: invalid type: floating point"),
+            "{r}"
+        );
+        let r = reason_of(
+            a,
+            &GOOD.replace("\"record_count\":3", "\"record_count\":\"x\""),
+        );
+        assert!(r.starts_with("field `record_count`: invalid type"), "{r}");
+        let r = reason_of(
+            a,
+            &GOOD.replace("\"token_scopes\":[\"order.read\"", "\"token_scopes\":[7"),
+        );
+        assert!(
+            r.starts_with("field `token_scopes[0]`: invalid type: integer"),
+            "{r}"
+        );
+        let r = reason_of(a, &GOOD.replace("\"status\":200", "\"status\":42"));
+        assert_eq!(r, "field `status`: 42 is not an HTTP status");
+        let r = reason_of(a, &GOOD[..GOOD.len() - 5]);
+        assert!(r.starts_with("invalid JSON"), "{r}");
+        let r = reason_of(
+            Topic::Deletions,
+            r#"{"event_id":"d","event_time":"2026-11-20T08:00:00Z","app_id":"a","kind":"request"}"#,
+        );
+        assert_eq!(r, "field `reason`: required for a deletion request");
+    }
+
+    #[test]
+    fn a_bad_message_does_not_stop_the_batch() {
+        let mut d = Decoder::new(Topic::ApiAccess);
+        for (i, p) in [GOOD, "nope", GOOD, "{}", GOOD].iter().enumerate() {
+            d.push(RawMessage {
+                payload: p.as_bytes(),
+                source: Source::Kafka {
+                    partition: 0,
+                    offset: i as i64,
+                },
+            });
+        }
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.quarantined(), 2);
+        let out = d.finish(1_000_000).unwrap();
+        assert_eq!(out.events.num_rows(), 3);
+        let q = out.quarantine;
+        assert_eq!(q.column(2).as_primitive::<Int32Type>().value(1), 0);
+        assert_eq!(
+            q.column(0).as_string::<i32>().value(1),
+            "kafka:api-access:0:3"
+        );
+        assert!(d.is_empty());
+    }
+}

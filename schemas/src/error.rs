@@ -1,0 +1,95 @@
+//! Errors of the schemas crate, sorted by whose fault they are.
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while decoding events or touching the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lake URL given by the user cannot be used.
+    #[error("invalid lake URL {url:?}: {reason}")]
+    LakeUrl { url: String, reason: String },
+
+    /// A table that must exist does not.
+    #[error("table `{table}` does not exist in lake {lake} (has anything been ingested?)")]
+    TableNotFound { table: String, lake: String },
+
+    /// The user named a topic or table that auditlake does not know.
+    #[error("unknown {kind} {name:?}; expected one of: {expected}")]
+    UnknownName {
+        kind: &'static str,
+        name: String,
+        expected: String,
+    },
+
+    /// A Delta Lake operation failed (object store, log, conflict).
+    #[error("delta table `{table}`: {context}: {source}")]
+    Delta {
+        table: String,
+        context: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+
+    /// Another writer committed past this writer's application transaction: this
+    /// writer is a zombie (its Kafka partitions moved on) and must not commit.
+    #[error(
+        "table `{table}`: transaction `{app_id}` is at {theirs}, past this writer's {ours}: fenced by another writer"
+    )]
+    Fenced {
+        table: String,
+        app_id: String,
+        theirs: i64,
+        ours: i64,
+    },
+
+    /// Building Arrow data failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    /// A bug in auditlake.
+    #[error("internal error (a bug in auditlake): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn delta(
+        table: &str,
+        context: impl Into<String>,
+        source: deltalake::DeltaTableError,
+    ) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether retrying the whole operation may succeed: a commit conflict with a
+    /// concurrent writer, or a transient object store failure.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Delta { source, .. } => delta_error_is_retryable(source),
+            Error::ObjectStore(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Conflicts with concurrent writers and object store hiccups are worth a rerun;
+/// schema or protocol errors are not.
+pub fn delta_error_is_retryable(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::DeltaTableError as E;
+    match e {
+        E::Transaction { .. } | E::ObjectStore { .. } | E::VersionAlreadyExists(_) => true,
+        E::Io { .. } => true,
+        other => {
+            let s = other.to_string();
+            s.contains("concurrent") || s.contains("onflict") || s.contains("object store")
+        }
+    }
+}

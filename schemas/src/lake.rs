@@ -1,0 +1,409 @@
+//! The lake: one Delta table per auditlake table under one root URL, and the
+//! commit plumbing every writer (ingest, detect, retention) goes through.
+//!
+//! ```text
+//! Lake::open("s3://bucket/lake") -> Lake
+//!   .table("api_access")          -> Option<DeltaTable>   (None: never written)
+//!   .append("api_access", batches, txns, opts)
+//!        write zstd Parquet, partitioned by `date`
+//!        + Delta `txn` actions (Kafka offsets) in the same commit
+//!        conflict? reload, check the txns were not committed meanwhile, retry
+//! ```
+//!
+//! Supported roots: a local path or `file://` URL, `s3://` (endpoint and keys from
+//! the usual `AWS_*` variables), and `memory://` (one in-process store per
+//! [`Lake`] value, shared by its clones: for tests).
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
+use object_store::memory::InMemory;
+use url::Url;
+
+use crate::tables::PARTITION_COLUMN;
+use crate::{Error, Result, delta_error_is_retryable};
+
+/// Default target size of a data file written by one commit (bytes).
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+/// Default maximum rows per Parquet row group.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Default zstd level: level 1 encodes ~1.5x faster than 3 at the same size here.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+/// How many times a conflicting commit is rerun before giving up.
+pub const DEFAULT_COMMIT_ATTEMPTS: u32 = 8;
+
+/// How data files are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Target size of one data file, in bytes.
+    pub target_file_size: u64,
+    /// Maximum rows per row group.
+    pub row_group_rows: usize,
+    /// zstd compression level (1..=22).
+    pub zstd_level: i32,
+    /// Commit attempts on conflicts and transient store errors.
+    pub commit_attempts: u32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            commit_attempts: DEFAULT_COMMIT_ATTEMPTS,
+        }
+    }
+}
+
+impl WriteOptions {
+    /// The Parquet writer properties: zstd, dictionary encoding, page statistics.
+    pub fn writer_properties(&self) -> Result<WriterProperties> {
+        let level = ZstdLevel::try_new(self.zstd_level).map_err(|e| {
+            Error::Internal(format!("zstd level {} rejected: {e}", self.zstd_level))
+        })?;
+        Ok(WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build())
+    }
+}
+
+/// The outcome of [`Lake::append`].
+#[derive(Debug)]
+pub struct AppendOutcome {
+    /// The table after the commit.
+    pub table: DeltaTable,
+    /// The version committed, or `None` if the txns were already committed by an
+    /// earlier attempt whose acknowledgement was lost (nothing was written again).
+    pub version: Option<u64>,
+    /// Data files added and their total size.
+    pub files: usize,
+    /// Bytes of the data files added.
+    pub bytes: u64,
+}
+
+/// A lake root: where the tables live and how to reach the object store.
+#[derive(Clone)]
+pub struct Lake {
+    root: Url,
+    options: HashMap<String, String>,
+    /// The shared store of a `memory://` lake.
+    memory: Option<Arc<dyn ObjectStore>>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("root", &self.root.as_str())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.root.as_str())
+    }
+}
+
+impl Lake {
+    /// Opens a lake root: a local path (created if missing), `file://`, `s3://` or
+    /// `memory://`. Nothing is read yet.
+    pub fn open(location: &str) -> Result<Self> {
+        let bad = |reason: String| Error::LakeUrl {
+            url: location.to_string(),
+            reason,
+        };
+        if location.trim().is_empty() {
+            return Err(bad("empty; pass --lake or set AUDITLAKE_LAKE".to_string()));
+        }
+        let mut root = if location.contains("://") {
+            Url::parse(location).map_err(|e| bad(e.to_string()))?
+        } else {
+            let path = std::path::absolute(location).map_err(|e| bad(e.to_string()))?;
+            Url::from_directory_path(&path)
+                .map_err(|()| bad(format!("{} is not an absolute path", path.display())))?
+        };
+        if !root.path().ends_with('/') {
+            let path = format!("{}/", root.path());
+            root.set_path(&path);
+        }
+        let mut memory = None;
+        match root.scheme() {
+            "file" => {
+                let path = root
+                    .to_file_path()
+                    .map_err(|()| bad("not a local path".to_string()))?;
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+            }
+            "memory" => memory = Some(Arc::new(InMemory::new()) as Arc<dyn ObjectStore>),
+            "s3" | "s3a" => {
+                if root.host_str().unwrap_or("").is_empty() {
+                    return Err(bad("an s3:// URL needs a bucket".to_string()));
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?}; use a local path, file://, s3:// or memory://"
+                )));
+            }
+        }
+        let options = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Ok(Self {
+            root,
+            options,
+            memory,
+        })
+    }
+
+    /// The root URL (ends with `/`).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The URL of a table under the root.
+    pub fn table_url(&self, table: &str) -> Url {
+        self.root
+            .join(&format!("{table}/"))
+            .expect("a table name is a valid URL segment")
+    }
+
+    fn builder(&self, table: &str) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(table);
+        let builder = DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| Error::delta(table, "open", e))?
+            .with_storage_options(self.options.clone());
+        Ok(match &self.memory {
+            Some(store) => builder.with_storage_backend(store.clone(), url),
+            None => builder,
+        })
+    }
+
+    /// Loads a table at its newest version, or `None` if it was never written.
+    pub async fn table(&self, table: &str) -> Result<Option<DeltaTable>> {
+        match self.builder(table)?.load().await {
+            Ok(t) => Ok(Some(t)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(DeltaTableError::InvalidTableLocation(_)) => Ok(None),
+            Err(e) => Err(Error::delta(table, "load", e)),
+        }
+    }
+
+    /// Loads a table that must exist.
+    pub async fn require_table(&self, table: &str) -> Result<DeltaTable> {
+        self.table(table)
+            .await?
+            .ok_or_else(|| Error::TableNotFound {
+                table: table.to_string(),
+                lake: self.root.to_string(),
+            })
+    }
+
+    /// The names of the tables that exist under the root, among `candidates`.
+    pub async fn existing_tables<'a>(&self, candidates: &[&'a str]) -> Result<Vec<&'a str>> {
+        let mut out = Vec::new();
+        for t in candidates {
+            if self.table(t).await?.is_some() {
+                out.push(*t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The object store rooted at the lake root: every object of every table.
+    pub fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        if let Some(store) = &self.memory {
+            let prefix = object_store::path::Path::from(self.root.path());
+            return Ok(Arc::new(object_store::prefix::PrefixStore::new(
+                store.clone(),
+                prefix,
+            )));
+        }
+        let log_store = DeltaTableBuilder::from_url(self.root.clone())
+            .map_err(|e| Error::delta("(root)", "open", e))?
+            .with_storage_options(self.options.clone())
+            .build_storage()
+            .map_err(|e| Error::delta("(root)", "open store", e))?;
+        Ok(log_store.object_store(None))
+    }
+
+    /// Appends `batches` to `table` in one Delta commit carrying `txns`, creating
+    /// the table (partitioned by `date`) on first write.
+    ///
+    /// Conflicts with concurrent writers and transient store errors are retried
+    /// with backoff. Before each retry the table is reloaded: if every txn is
+    /// already at its version, an earlier attempt did commit and nothing is
+    /// written again; if another writer moved a txn past ours, the write is
+    /// refused as fenced (a zombie writer must not commit).
+    pub async fn append(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        txns: Vec<Transaction>,
+        opts: &WriteOptions,
+    ) -> Result<AppendOutcome> {
+        self.write(table, batches, txns, SaveMode::Append, opts)
+            .await
+    }
+
+    /// Replaces the whole content of `table` in one commit (readers see the old
+    /// or the new rows, never a mix). Used for derived tables such as `findings`.
+    pub async fn overwrite(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        opts: &WriteOptions,
+    ) -> Result<AppendOutcome> {
+        self.write(table, batches, Vec::new(), SaveMode::Overwrite, opts)
+            .await
+    }
+
+    async fn write(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        txns: Vec<Transaction>,
+        mode: SaveMode,
+        opts: &WriteOptions,
+    ) -> Result<AppendOutcome> {
+        let props = opts.writer_properties()?;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let current = match self.table(table).await? {
+                Some(t) => t,
+                None => self
+                    .builder(table)?
+                    .build()
+                    .map_err(|e| Error::delta(table, "create", e))?,
+            };
+            if attempt > 1 && !txns.is_empty() && current.version().is_some() {
+                match txn_state(&current, table, &txns).await? {
+                    TxnState::Pending => {}
+                    TxnState::Committed => {
+                        return Ok(AppendOutcome {
+                            table: current,
+                            version: None,
+                            files: 0,
+                            bytes: 0,
+                        });
+                    }
+                    TxnState::Fenced(app_id, theirs, ours) => {
+                        return Err(Error::Fenced {
+                            table: table.to_string(),
+                            app_id,
+                            theirs,
+                            ours,
+                        });
+                    }
+                }
+            }
+            let before = if mode == SaveMode::Append {
+                table_size(&current)
+            } else {
+                (0, 0)
+            };
+            let mut commit = CommitProperties::default();
+            if !txns.is_empty() {
+                commit = commit.with_application_transactions(txns.clone());
+            }
+            let result = current
+                .write(batches.clone())
+                .with_save_mode(mode)
+                .with_partition_columns([PARTITION_COLUMN])
+                .with_writer_properties(props.clone())
+                .with_target_file_size(NonZeroU64::new(opts.target_file_size))
+                .with_commit_properties(commit)
+                .await;
+            match result {
+                Ok(t) => {
+                    let version = t.version();
+                    let (files, bytes) = table_size(&t);
+                    let (files, bytes) = (
+                        files.saturating_sub(before.0),
+                        bytes.saturating_sub(before.1),
+                    );
+                    return Ok(AppendOutcome {
+                        table: t,
+                        version,
+                        files,
+                        bytes,
+                    });
+                }
+                Err(e) if delta_error_is_retryable(&e) && attempt < opts.commit_attempts => {
+                    let backoff = Duration::from_millis(50 * 2u64.pow(attempt.min(7)));
+                    tracing::warn!(table, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "commit failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(Error::delta(table, format!("write (attempt {attempt})"), e)),
+            }
+        }
+    }
+
+    /// The version of an application transaction (e.g. the next Kafka offset of a
+    /// partition) recorded in `table`, if any.
+    pub async fn txn_version(&self, table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+        let state = table
+            .snapshot()
+            .map_err(|e| Error::delta("?", "snapshot", e))?;
+        state
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| Error::delta("?", "read txn", e))
+    }
+}
+
+enum TxnState {
+    Pending,
+    Committed,
+    Fenced(String, i64, i64),
+}
+
+async fn txn_state(table: &DeltaTable, name: &str, txns: &[Transaction]) -> Result<TxnState> {
+    let state = table
+        .snapshot()
+        .map_err(|e| Error::delta(name, "snapshot", e))?;
+    let mut committed = 0;
+    for txn in txns {
+        let theirs = state
+            .transaction_version(table.log_store().as_ref(), &txn.app_id)
+            .await
+            .map_err(|e| Error::delta(name, "read txn", e))?;
+        match theirs {
+            Some(v) if v == txn.version => committed += 1,
+            Some(v) if v > txn.version => {
+                return Ok(TxnState::Fenced(txn.app_id.clone(), v, txn.version));
+            }
+            _ => {}
+        }
+    }
+    Ok(if committed == txns.len() {
+        TxnState::Committed
+    } else {
+        TxnState::Pending
+    })
+}
+
+/// Data files and bytes of a table's current snapshot.
+pub fn table_size(table: &DeltaTable) -> (usize, u64) {
+    match table.snapshot() {
+        Ok(state) => state.log_data().iter().fold((0, 0), |(n, b), f| {
+            (n + 1, b + u64::try_from(f.size()).unwrap_or(0))
+        }),
+        Err(_) => (0, 0),
+    }
+}
