@@ -1,1 +1,19 @@
-//! placeholder
+//! # auditlake-query
+//!
+//! SQL over the lake for analysts, the detection rules and the deletion
+//! obligations. Reads the lake tables through DataFusion; writes only the derived
+//! tables `findings` and `obligations`.
+//!
+//! ```text
+//! Lake --session()--> SessionContext (every Delta table by name)
+//!      --run_sql()--> batches --output::write_batches()--> table | csv | json | parquet
+//! ```
+
+mod error;
+
+pub mod output;
+pub mod session;
+
+pub use error::{Error, Result};
+pub use output::{Format, write_batches};
+pub use session::{discover_tables, register_lake, run_sql, session, session_config};

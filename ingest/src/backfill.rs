@@ -1,0 +1,316 @@
+//! `ingest --input TOPIC=PATH`: JSON-lines files into the lake, as if each line
+//! were a message of the topic.
+//!
+//! ```text
+//! file --(blocking thread: read 8 MiB chunks, split lines, decode)--> Decoded
+//!      --(bounded channel, 2 chunks)--> TopicSink::add (dedupe) --> flush every N rows
+//! ```
+//!
+//! Blank lines are skipped. Every event id is stored once per table, whether it
+//! is repeated in the input or already in the lake: rerunning a backfill changes
+//! nothing. Quarantine rows are keyed by `file:<topic>:<canonical path>:<line>`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use auditlake_schemas::lake::WriteOptions;
+use auditlake_schemas::{Decoded, Decoder, Lake, RawMessage, Source, Topic};
+use serde::Serialize;
+
+use crate::sink::{SinkStats, TopicSink};
+use crate::{Error, Result};
+
+/// Default rows buffered before a commit.
+pub const DEFAULT_FLUSH_ROWS: usize = 2_000_000;
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reports progress (bytes of input consumed) to whoever shows it.
+pub trait Progress: Send + Sync {
+    /// A topic's input starts; `total_bytes` is the file size.
+    fn start(&self, topic: Topic, path: &Path, total_bytes: u64);
+    /// `bytes` more of the current input were consumed.
+    fn advance(&self, bytes: u64);
+    /// The current input is done.
+    fn finish(&self, topic: Topic, stats: &SinkStats);
+}
+
+/// What a backfill did, per topic and in total.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BackfillReport {
+    /// One entry per input, in order.
+    pub inputs: Vec<InputReport>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// What one input file gave.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputReport {
+    /// The topic it was read as.
+    pub topic: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Blank lines skipped.
+    pub blank: u64,
+    /// Counters of the sink.
+    #[serde(flatten)]
+    pub stats: SinkStats,
+    /// Seconds spent on this input.
+    pub seconds: f64,
+}
+
+impl BackfillReport {
+    /// Sum over inputs: (lines, stored, duplicates, quarantined, files, bytes).
+    pub fn totals(&self) -> SinkStats {
+        let mut t = SinkStats::default();
+        for i in &self.inputs {
+            t.events += i.stats.events;
+            t.stored += i.stats.stored;
+            t.duplicates += i.stats.duplicates;
+            t.quarantined += i.stats.quarantined;
+            t.quarantine_duplicates += i.stats.quarantine_duplicates;
+            t.commits += i.stats.commits;
+            t.files += i.stats.files;
+            t.bytes += i.stats.bytes;
+        }
+        t
+    }
+
+    /// Non-blank lines read over all inputs.
+    pub fn lines(&self) -> u64 {
+        self.inputs.iter().map(|i| i.lines).sum()
+    }
+}
+
+/// A backfill of JSON-lines files into the lake.
+pub struct Backfill {
+    lake: Lake,
+    inputs: Vec<(Topic, PathBuf)>,
+    opts: WriteOptions,
+    flush_rows: usize,
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for Backfill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backfill")
+            .field("lake", &self.lake)
+            .field("inputs", &self.inputs)
+            .finish()
+    }
+}
+
+impl Backfill {
+    /// A backfill into `lake` with no inputs yet.
+    pub fn new(lake: Lake) -> Self {
+        Self {
+            lake,
+            inputs: Vec::new(),
+            opts: WriteOptions::default(),
+            flush_rows: DEFAULT_FLUSH_ROWS,
+            progress: None,
+        }
+    }
+
+    /// Adds a file to read as `topic`'s messages.
+    pub fn with_input(mut self, topic: Topic, path: impl Into<PathBuf>) -> Self {
+        self.inputs.push((topic, path.into()));
+        self
+    }
+
+    /// How data files are written.
+    pub fn with_write_options(mut self, opts: WriteOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Rows buffered before a commit (bounds memory).
+    pub fn with_flush_rows(mut self, rows: usize) -> Self {
+        self.flush_rows = rows.max(1);
+        self
+    }
+
+    /// Where progress goes.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Runs the backfill, input after input.
+    pub async fn execute(self) -> Result<BackfillReport> {
+        let started = Instant::now();
+        // Check every input before any change.
+        let mut inputs = Vec::new();
+        for (topic, path) in &self.inputs {
+            let canonical = std::fs::canonicalize(path).map_err(|source| Error::Input {
+                path: path.clone(),
+                source,
+            })?;
+            let meta = std::fs::metadata(&canonical).map_err(|source| Error::Input {
+                path: path.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(Error::Input {
+                    path: path.clone(),
+                    source: std::io::Error::other("not a regular file"),
+                });
+            }
+            inputs.push((*topic, path.clone(), canonical, meta.len()));
+        }
+        let mut report = BackfillReport::default();
+        for (topic, path, canonical, size) in inputs {
+            let t0 = Instant::now();
+            let span = tracing::info_span!("backfill", topic = %topic, path = %path.display());
+            let _guard = span.enter();
+            if let Some(p) = &self.progress {
+                p.start(topic, &path, size);
+            }
+            let mut sink = TopicSink::open(self.lake.clone(), topic, self.opts.clone()).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
+            let reader_path = canonical.clone();
+            let reader =
+                tokio::task::spawn_blocking(move || read_and_decode(topic, &reader_path, tx));
+            let (mut lines, mut blank) = (0u64, 0u64);
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk?;
+                lines += chunk.lines;
+                blank += chunk.blank;
+                sink.add(chunk.decoded).await?;
+                if let Some(p) = &self.progress {
+                    p.advance(chunk.bytes);
+                }
+                if sink.pending_rows() >= self.flush_rows {
+                    let f = sink.flush(Vec::new()).await?;
+                    tracing::info!(
+                        rows = f.rows,
+                        files = f.files,
+                        bytes = f.bytes,
+                        seconds = f.seconds,
+                        "flushed"
+                    );
+                }
+            }
+            reader
+                .await
+                .map_err(|e| Error::Internal(format!("reader task: {e}")))??;
+            sink.flush(Vec::new()).await?;
+            let stats = sink.stats().clone();
+            if let Some(p) = &self.progress {
+                p.finish(topic, &stats);
+            }
+            tracing::info!(
+                lines,
+                stored = stats.stored,
+                duplicates = stats.duplicates,
+                quarantined = stats.quarantined,
+                "input done"
+            );
+            report.inputs.push(InputReport {
+                topic: topic.name().to_string(),
+                path,
+                lines,
+                blank,
+                stats,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+struct Chunk {
+    decoded: Decoded,
+    lines: u64,
+    blank: u64,
+    bytes: u64,
+}
+
+/// Reads `path` in chunks of whole lines, decodes each chunk, sends it on.
+fn read_and_decode(
+    topic: Topic,
+    path: &Path,
+    tx: tokio::sync::mpsc::Sender<Result<Chunk>>,
+) -> Result<()> {
+    let io_err = |source| Error::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let path_str = path.to_string_lossy().into_owned();
+    let mut decoder = Decoder::new(topic);
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES * 2);
+    let mut line_no = 0u64;
+    let mut eof = false;
+    while !eof {
+        // Fill the buffer to at least CHUNK_BYTES or EOF.
+        let start_len = buf.len();
+        buf.resize(start_len + CHUNK_BYTES, 0);
+        let mut filled = start_len;
+        while filled < buf.len() {
+            let n = file.read(&mut buf[filled..]).map_err(io_err)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        // Process complete lines; keep a trailing partial line unless at EOF.
+        let end = if eof {
+            buf.len()
+        } else {
+            match memrchr(b'\n', &buf) {
+                Some(i) => i + 1,
+                None => continue, // a line longer than the chunk: read more
+            }
+        };
+        let (mut lines, mut blank) = (0u64, 0u64);
+        for raw in buf[..end].split(|&c| c == b'\n') {
+            line_no += 1;
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                blank += 1;
+                continue;
+            }
+            lines += 1;
+            decoder.push(RawMessage {
+                payload: line,
+                source: Source::File {
+                    path: &path_str,
+                    line: line_no,
+                },
+            });
+        }
+        // `split` yields an empty piece after a final '\n': it is not a line.
+        if end > 0 && buf[end - 1] == b'\n' {
+            line_no -= 1;
+            blank -= 1;
+        }
+        let decoded = decoder.finish(now_micros())?;
+        buf.drain(..end);
+        let chunk = Chunk {
+            decoded,
+            lines,
+            blank,
+            bytes: end as u64,
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return Ok(()); // the consumer stopped (it reports its own error)
+        }
+    }
+    Ok(())
+}
+
+fn memrchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().rposition(|&c| c == needle)
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

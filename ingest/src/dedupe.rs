@@ -1,0 +1,260 @@
+//! Which events the lake already holds, by a 64-bit hash of their key, loaded
+//! lazily one date partition at a time.
+//!
+//! Producer retries carry the same `event_id` (and event time), so a duplicate
+//! always lands in the same `date` partition as its original. The index keeps
+//! the key hashes of the partitions it has seen; a partition not in memory is
+//! read back from the lake (its key column only) the first time a row of that
+//! date arrives. Eviction ([`SeenIndex::retain_recent`]) therefore bounds memory
+//! without weakening dedupe: an evicted date is simply read again. Hashes are
+//! xxh3-64 per (table, date): with a million events a day the chance of any
+//! false duplicate is ~3e-8 a day.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use auditlake_schemas::Lake;
+use deltalake::datafusion::prelude::SessionContext;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::{Error, Result};
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+
+/// The hash of a dedupe key.
+pub fn key_hash(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
+
+/// Key hashes of one table, per date partition (days since the epoch).
+#[derive(Debug, Default)]
+pub struct SeenIndex {
+    table: String,
+    key_column: String,
+    by_date: HashMap<i32, HashSet64>,
+    /// When each loaded date was last touched (a logical clock), for eviction.
+    touched: HashMap<i32, u64>,
+    clock: u64,
+}
+
+impl SeenIndex {
+    /// An empty index for `table`, deduplicating on `key_column`.
+    pub fn new(table: &str, key_column: &str) -> Self {
+        Self {
+            table: table.to_string(),
+            key_column: key_column.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Number of hashes held.
+    pub fn len(&self) -> usize {
+        self.by_date.values().map(HashSet::len).sum()
+    }
+
+    /// Whether no hash is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_date.is_empty()
+    }
+
+    /// Loaded date partitions.
+    pub fn dates(&self) -> usize {
+        self.by_date.len()
+    }
+
+    /// Makes sure the given dates are loaded from the lake.
+    pub async fn load_dates(
+        &mut self,
+        lake: &Lake,
+        dates: impl IntoIterator<Item = i32>,
+    ) -> Result<()> {
+        let missing: Vec<i32> = dates
+            .into_iter()
+            .filter(|d| !self.by_date.contains_key(d))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for d in &missing {
+            self.by_date.insert(*d, HashSet64::default());
+        }
+        let Some(table) = lake.table(&self.table).await? else {
+            return Ok(());
+        };
+        let ctx = SessionContext::new();
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| Error::Internal(format!("register store: {e}")))?;
+        let provider = table.table_provider().await.map_err(|e| self.err(e))?;
+        let list = missing
+            .iter()
+            .map(|d| format!("CAST({d} AS DATE)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ctx.register_table("t", provider).map_err(|e| self.err(e))?;
+        let sql = format!(
+            "SELECT \"{k}\", CAST(date AS INT) AS d FROM t WHERE date IN ({list})",
+            k = self.key_column
+        );
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| self.err(e))?
+            .collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut loaded = 0usize;
+        for b in &batches {
+            let days = b.column(1).as_primitive::<arrow::datatypes::Int32Type>();
+            for_each_str(b.column(0).as_ref(), |i, key| {
+                if let Some(set) = self.by_date.get_mut(&days.value(i)) {
+                    set.insert(key_hash(key));
+                    loaded += 1;
+                }
+            });
+        }
+        tracing::debug!(table = %self.table, dates = missing.len(), keys = loaded, "loaded dedupe index");
+        Ok(())
+    }
+
+    /// Records `hash` under `date`; returns `false` if it was already there
+    /// (a duplicate). The date must have been loaded.
+    pub fn insert(&mut self, date: i32, hash: u64) -> bool {
+        self.clock += 1;
+        self.touched.insert(date, self.clock);
+        self.by_date.entry(date).or_default().insert(hash)
+    }
+
+    /// Forgets a hash (its row was not stored after all).
+    pub fn remove(&mut self, date: i32, hash: u64) {
+        if let Some(set) = self.by_date.get_mut(&date) {
+            set.remove(&hash);
+        }
+    }
+
+    /// Keeps at most `max_dates` loaded dates (the most recently touched), never
+    /// evicting one in `pinned` (dates with rows not yet flushed).
+    pub fn retain_recent(&mut self, max_dates: usize, pinned: &HashSet<i32>) {
+        if self.by_date.len() <= max_dates {
+            return;
+        }
+        let mut order: Vec<(u64, i32)> = self
+            .by_date
+            .keys()
+            .map(|d| (self.touched.get(d).copied().unwrap_or(0), *d))
+            .collect();
+        order.sort_unstable();
+        let excess = self.by_date.len() - max_dates;
+        for (_, d) in order
+            .into_iter()
+            .filter(|(_, d)| !pinned.contains(d))
+            .take(excess)
+        {
+            self.by_date.remove(&d);
+            self.touched.remove(&d);
+        }
+    }
+
+    fn err(&self, source: deltalake::datafusion::error::DataFusionError) -> Error {
+        Error::Dedupe {
+            table: self.table.clone(),
+            source,
+        }
+    }
+}
+
+/// Calls `f(row, value)` for every non-null string of a Utf8 / LargeUtf8 / Utf8View array.
+pub fn for_each_str(array: &dyn Array, mut f: impl FnMut(usize, &str)) {
+    match array.data_type() {
+        DataType::Utf8 => {
+            for (i, v) in array.as_string::<i32>().iter().enumerate() {
+                if let Some(v) = v {
+                    f(i, v)
+                }
+            }
+        }
+        DataType::LargeUtf8 => {
+            for (i, v) in array.as_string::<i64>().iter().enumerate() {
+                if let Some(v) = v {
+                    f(i, v)
+                }
+            }
+        }
+        DataType::Utf8View => {
+            for (i, v) in array.as_string_view().iter().enumerate() {
+                if let Some(v) = v {
+                    f(i, v)
+                }
+            }
+        }
+        other => unreachable!("dedupe key column of type {other}"),
+    }
+}
+
+/// The rows of `batch` whose key is new, recording them in `index`: a boolean
+/// mask plus the number of duplicates. The key column is `key_column`, the date
+/// column `date`.
+pub fn mark_new(
+    index: &mut SeenIndex,
+    batch: &RecordBatch,
+    key_column: &str,
+) -> (arrow::array::BooleanArray, usize) {
+    let keys = batch
+        .column_by_name(key_column)
+        .expect("dedupe key column present");
+    let dates = batch
+        .column_by_name(auditlake_schemas::tables::PARTITION_COLUMN)
+        .expect("date column present")
+        .as_primitive::<arrow::datatypes::Date32Type>();
+    let mut mask = Vec::with_capacity(batch.num_rows());
+    let mut dups = 0;
+    for_each_str(keys.as_ref(), |i, key| {
+        let new = index.insert(dates.value(i), key_hash(key));
+        if !new {
+            dups += 1;
+        }
+        mask.push(new);
+    });
+    (arrow::array::BooleanArray::from(mask), dups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_keeps_pinned_and_recent_dates() {
+        let mut idx = SeenIndex::new("t", "event_id");
+        for d in 0..5 {
+            assert!(idx.insert(d, 42));
+        }
+        assert!(!idx.insert(4, 42));
+        let pinned: HashSet<i32> = [0].into_iter().collect();
+        idx.retain_recent(2, &pinned);
+        assert_eq!(idx.dates(), 2);
+        assert!(!idx.insert(0, 42), "pinned date kept");
+        assert!(!idx.insert(4, 42), "most recent date kept");
+    }
+}
