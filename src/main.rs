@@ -1,1 +1,65 @@
-fn main() {}
+//! `auditlake`: the command-line front of the audit lake. A thin shell: parse
+//! flags, wire the crates, print `Error: ...` and exit non-zero on failure.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// Data-access audit lake and retention enforcer for an open API platform.
+#[derive(Debug, Parser)]
+#[command(name = "auditlake", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `auditlake_ingest=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLAKE_LOG",
+        default_value = "warn,auditlake=info,auditlake_schemas=info,auditlake_ingest=info,auditlake_query=info,auditlake_retention=info,deltalake_core::writer::stats=error"
+    )]
+    log: String,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "AUDITLAKE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ingest topics into the lake: JSON-lines backfill (`--input`) or Kafka (`--brokers`).
+    Ingest(commands::ingest::Args),
+    /// Run one SQL query over the lake.
+    Sql(commands::sql::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging(&cli.log, &cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Ingest(args) => commands::ingest::run(args).await,
+            Command::Sql(args) => commands::sql::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -100,6 +100,8 @@ pub struct Lake {
     options: HashMap<String, String>,
     /// The shared store of a `memory://` lake.
     memory: Option<Arc<dyn ObjectStore>>,
+    /// The store rooted at `root`, built on first use.
+    root_store: Arc<std::sync::OnceLock<Arc<dyn ObjectStore>>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -167,6 +169,7 @@ impl Lake {
             root,
             options,
             memory,
+            root_store: Arc::default(),
         })
     }
 
@@ -193,12 +196,22 @@ impl Lake {
         })
     }
 
+    /// Whether `table` has a Delta log under the root.
+    pub async fn table_exists(&self, table: &str) -> Result<bool> {
+        use futures::TryStreamExt;
+        let store = self.object_store()?;
+        let log = object_store::path::Path::from(format!("{table}/_delta_log/"));
+        Ok(store.list(Some(&log)).try_next().await?.is_some())
+    }
+
     /// Loads a table at its newest version, or `None` if it was never written.
     pub async fn table(&self, table: &str) -> Result<Option<DeltaTable>> {
+        if !self.table_exists(table).await? {
+            return Ok(None);
+        }
         match self.builder(table)?.load().await {
             Ok(t) => Ok(Some(t)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(DeltaTableError::InvalidTableLocation(_)) => Ok(None),
             Err(e) => Err(Error::delta(table, "load", e)),
         }
     }
@@ -226,6 +239,14 @@ impl Lake {
 
     /// The object store rooted at the lake root: every object of every table.
     pub fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        if let Some(store) = self.root_store.get() {
+            return Ok(store.clone());
+        }
+        let store = self.build_root_store()?;
+        Ok(self.root_store.get_or_init(|| store).clone())
+    }
+
+    fn build_root_store(&self) -> Result<Arc<dyn ObjectStore>> {
         if let Some(store) = &self.memory {
             let prefix = object_store::path::Path::from(self.root.path());
             return Ok(Arc::new(object_store::prefix::PrefixStore::new(

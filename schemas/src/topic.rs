@@ -80,6 +80,9 @@ mod tests {
         assert_eq!("api-access".parse::<Topic>().unwrap(), Topic::ApiAccess);
         assert_eq!("api_access".parse::<Topic>().unwrap(), Topic::ApiAccess);
         let err = "access".parse::<Topic>().unwrap_err().to_string();
-        assert!(err.contains("unknown topic \"access\"") && err.contains("api-access"), "{err}");
+        assert!(
+            err.contains("unknown topic \"access\"") && err.contains("api-access"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,58 @@
+//! One module per verb. Each has clap `Args` and `async fn run(Args) -> Result<ExitCode>`.
+
+pub mod ingest;
+pub mod sql;
+
+use std::io::IsTerminal;
+
+use clap::Args as ClapArgs;
+use tracing_subscriber::EnvFilter;
+
+/// `--lake`, shared by every verb that reads or writes the lake.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct LakeArgs {
+    /// Lake root: a local path, file://, s3://bucket/prefix or memory://.
+    #[arg(long, env = "AUDITLAKE_LAKE")]
+    pub lake: String,
+}
+
+impl LakeArgs {
+    /// Opens the lake root.
+    pub fn open(&self) -> anyhow::Result<auditlake_schemas::Lake> {
+        Ok(auditlake_schemas::Lake::open(&self.lake)?)
+    }
+}
+
+/// Logs go to stderr (results go to stdout), as text or JSON.
+pub fn init_logging(filter: &str, format: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+/// Parses a byte size such as `128MiB`, `64M`, `1G`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 128MiB, 64M, 4096)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("size {s:?} must be positive and fit in 64 bits"))
+}
