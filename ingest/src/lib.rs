@@ -16,8 +16,12 @@ mod error;
 
 pub mod backfill;
 pub mod dedupe;
+pub mod kafka;
+pub mod metrics;
 pub mod sink;
 
 pub use backfill::{Backfill, BackfillReport, Progress};
 pub use error::{Error, Result};
+pub use kafka::{KafkaIngest, KafkaReport};
+pub use metrics::Metrics;
 pub use sink::{FlushOutcome, SinkStats, TopicSink};

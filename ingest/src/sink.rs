@@ -21,9 +21,9 @@ use arrow::compute::{
     take_record_batch,
 };
 use arrow::datatypes::Date32Type;
+use auditlake_schemas::TxnUpdate;
 use auditlake_schemas::lake::WriteOptions;
 use auditlake_schemas::{Decoded, Lake, Topic, tables};
-use deltalake::kernel::Transaction;
 use serde::Serialize;
 
 use crate::Result;
@@ -208,33 +208,48 @@ impl TopicSink {
 
     /// Commits what is pending: quarantine rows first, then the events together
     /// with `txns` in one commit. With nothing pending and no txns, does nothing.
-    pub async fn flush(&mut self, txns: Vec<Transaction>) -> Result<FlushOutcome> {
+    pub async fn flush(&mut self, txns: Vec<TxnUpdate>) -> Result<FlushOutcome> {
         let started = Instant::now();
         let mut out = FlushOutcome::default();
+        // Nothing leaves the buffers until its commit succeeded: a failed flush
+        // can be retried with the same data.
         if !self.pending_quarantine.is_empty() {
-            let batches = std::mem::take(&mut self.pending_quarantine);
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let rows: usize = self
+                .pending_quarantine
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum();
             let r = self
                 .lake
-                .append(tables::QUARANTINE, batches, Vec::new(), &self.opts)
+                .append(
+                    tables::QUARANTINE,
+                    self.pending_quarantine.clone(),
+                    Vec::new(),
+                    &self.opts,
+                )
                 .await?;
+            self.pending_quarantine.clear();
             out.quarantined = rows as u64;
             out.files += r.files as u64;
             out.bytes += r.bytes;
             self.stats.commits += 1;
         }
-        let batches = std::mem::take(&mut self.pending);
-        let rows = std::mem::take(&mut self.pending_rows);
-        self.pending_bytes = 0;
+        let rows = self.pending_rows;
         if rows > 0 || !txns.is_empty() {
-            let batches = if rows > 0 {
-                vec![self.cluster(batches)?]
+            let batch = if rows > 0 {
+                let batch = cluster(std::mem::take(&mut self.pending))?;
+                self.pending = vec![batch.clone()];
+                batch
             } else {
-                Vec::new()
+                // Offsets moved past duplicates or quarantined messages only:
+                // commit the txns with no data.
+                RecordBatch::new_empty(
+                    tables::schema_of(self.topic.table()).expect("topic table schema"),
+                )
             };
             let r = self
                 .lake
-                .append(self.topic.table(), batches, txns, &self.opts)
+                .append(self.topic.table(), vec![batch], txns, &self.opts)
                 .await?;
             if r.version.is_some() {
                 out.rows = rows as u64;
@@ -243,6 +258,9 @@ impl TopicSink {
                 self.stats.commits += 1;
             }
         }
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
         self.pending_dates.clear();
         self.seen
             .retain_recent(self.max_index_dates, &self.pending_dates);
@@ -253,27 +271,27 @@ impl TopicSink {
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
     }
+}
 
-    /// One batch sorted by (date, app_id, user_id, event_time): rows of one app
-    /// and user sit together, so min/max statistics prune point lookups and an
-    /// erase rewrites few row groups.
-    fn cluster(&self, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
-        let schema = batches[0].schema();
-        let batch = concat_batches(&schema, &batches)?;
-        drop(batches);
-        let mut cols = vec![tables::PARTITION_COLUMN, "app_id"];
-        if schema.field_with_name("user_id").is_ok() {
-            cols.push("user_id");
-        }
-        cols.push("event_time");
-        let sort: Vec<SortColumn> = cols
-            .iter()
-            .map(|c| SortColumn {
-                values: batch.column_by_name(c).expect("sort column").clone(),
-                options: Some(SortOptions::default()),
-            })
-            .collect();
-        let idx = lexsort_to_indices(&sort, None)?;
-        Ok(take_record_batch(&batch, &idx)?)
+/// One batch sorted by (date, app_id, user_id, event_time): rows of one app
+/// and user sit together, so min/max statistics prune point lookups and an
+/// erase rewrites few row groups.
+fn cluster(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    let schema = batches[0].schema();
+    let batch = concat_batches(&schema, &batches)?;
+    drop(batches);
+    let mut cols = vec![tables::PARTITION_COLUMN, "app_id"];
+    if schema.field_with_name("user_id").is_ok() {
+        cols.push("user_id");
     }
+    cols.push("event_time");
+    let sort: Vec<SortColumn> = cols
+        .iter()
+        .map(|c| SortColumn {
+            values: batch.column_by_name(c).expect("sort column").clone(),
+            options: Some(SortOptions::default()),
+        })
+        .collect();
+    let idx = lexsort_to_indices(&sort, None)?;
+    Ok(take_record_batch(&batch, &idx)?)
 }

@@ -79,6 +79,19 @@ impl WriteOptions {
     }
 }
 
+/// A compare-and-swap of one Delta application transaction, e.g. the next Kafka
+/// offset of one partition: the commit goes through only if the table's version
+/// of `app_id` is still `from`, and sets it to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnUpdate {
+    /// The application id, e.g. `auditlake-ingest/api-access/3`.
+    pub app_id: String,
+    /// The version this writer last read (None: never committed).
+    pub from: Option<i64>,
+    /// The version to record.
+    pub to: i64,
+}
+
 /// The outcome of [`Lake::append`].
 #[derive(Debug)]
 pub struct AppendOutcome {
@@ -266,15 +279,18 @@ impl Lake {
     /// the table (partitioned by `date`) on first write.
     ///
     /// Conflicts with concurrent writers and transient store errors are retried
-    /// with backoff. Before each retry the table is reloaded: if every txn is
-    /// already at its version, an earlier attempt did commit and nothing is
-    /// written again; if another writer moved a txn past ours, the write is
-    /// refused as fenced (a zombie writer must not commit).
+    /// with backoff. Before every attempt the table is reloaded and each txn
+    /// checked: all at `to` means an earlier attempt did commit (its
+    /// acknowledgement was lost) and nothing is written again; any at neither
+    /// `from` nor `to` means another writer took over the partition, and the
+    /// write is refused as [`Error::Fenced`] (a zombie must not commit). Delta's
+    /// own conflict check rejects a concurrent commit of the same app id between
+    /// the check and the commit.
     pub async fn append(
         &self,
         table: &str,
         batches: Vec<RecordBatch>,
-        txns: Vec<Transaction>,
+        txns: Vec<TxnUpdate>,
         opts: &WriteOptions,
     ) -> Result<AppendOutcome> {
         self.write(table, batches, txns, SaveMode::Append, opts)
@@ -297,7 +313,7 @@ impl Lake {
         &self,
         table: &str,
         batches: Vec<RecordBatch>,
-        txns: Vec<Transaction>,
+        txns: Vec<TxnUpdate>,
         mode: SaveMode,
         opts: &WriteOptions,
     ) -> Result<AppendOutcome> {
@@ -312,7 +328,7 @@ impl Lake {
                     .build()
                     .map_err(|e| Error::delta(table, "create", e))?,
             };
-            if attempt > 1 && !txns.is_empty() && current.version().is_some() {
+            if !txns.is_empty() && current.version().is_some() {
                 match txn_state(&current, table, &txns).await? {
                     TxnState::Pending => {}
                     TxnState::Committed => {
@@ -340,7 +356,11 @@ impl Lake {
             };
             let mut commit = CommitProperties::default();
             if !txns.is_empty() {
-                commit = commit.with_application_transactions(txns.clone());
+                commit = commit.with_application_transactions(
+                    txns.iter()
+                        .map(|t| Transaction::new(&t.app_id, t.to))
+                        .collect(),
+                );
             }
             let result = current
                 .write(batches.clone())
@@ -394,28 +414,34 @@ enum TxnState {
     Fenced(String, i64, i64),
 }
 
-async fn txn_state(table: &DeltaTable, name: &str, txns: &[Transaction]) -> Result<TxnState> {
+async fn txn_state(table: &DeltaTable, name: &str, txns: &[TxnUpdate]) -> Result<TxnState> {
     let state = table
         .snapshot()
         .map_err(|e| Error::delta(name, "snapshot", e))?;
-    let mut committed = 0;
+    let (mut at_from, mut at_to) = (0, 0);
     for txn in txns {
-        let theirs = state
+        let current = state
             .transaction_version(table.log_store().as_ref(), &txn.app_id)
             .await
             .map_err(|e| Error::delta(name, "read txn", e))?;
-        match theirs {
-            Some(v) if v == txn.version => committed += 1,
-            Some(v) if v > txn.version => {
-                return Ok(TxnState::Fenced(txn.app_id.clone(), v, txn.version));
-            }
-            _ => {}
+        if current == Some(txn.to) {
+            at_to += 1;
+        } else if current == txn.from {
+            at_from += 1;
+        } else {
+            return Ok(TxnState::Fenced(
+                txn.app_id.clone(),
+                current.unwrap_or(-1),
+                txn.to,
+            ));
         }
     }
-    Ok(if committed == txns.len() {
+    Ok(if at_to == txns.len() {
         TxnState::Committed
-    } else {
+    } else if at_from == txns.len() {
         TxnState::Pending
+    } else {
+        TxnState::Fenced("(mixed)".into(), -1, -1)
     })
 }
 
@@ -426,5 +452,81 @@ pub fn table_size(table: &DeltaTable) -> (usize, u64) {
             (n + 1, b + u64::try_from(f.size()).unwrap_or(0))
         }),
         Err(_) => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Decoder, RawMessage, Source, Topic};
+
+    fn grants(ids: &[&str]) -> RecordBatch {
+        let mut d = Decoder::new(Topic::Grants);
+        for id in ids {
+            let p = format!(
+                r#"{{"event_id":"{id}","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"grant"}}"#
+            );
+            assert!(d.push(RawMessage {
+                payload: p.as_bytes(),
+                source: Source::Kafka {
+                    partition: 0,
+                    offset: 0
+                }
+            }));
+        }
+        d.finish(0).unwrap().events
+    }
+
+    fn txn(from: Option<i64>, to: i64) -> Vec<TxnUpdate> {
+        vec![TxnUpdate {
+            app_id: "ingest/grants/0".into(),
+            from,
+            to,
+        }]
+    }
+
+    #[tokio::test]
+    async fn txns_are_compare_and_swap() {
+        let lake = Lake::open("memory:///lake").unwrap();
+        let opts = WriteOptions::default();
+        assert!(lake.table("grants").await.unwrap().is_none());
+        let r = lake
+            .append("grants", vec![grants(&["e1", "e2"])], txn(None, 2), &opts)
+            .await
+            .unwrap();
+        assert_eq!(r.version, Some(0));
+        assert_eq!(r.files, 1);
+        let t = lake.require_table("grants").await.unwrap();
+        assert_eq!(
+            lake.txn_version(&t, "ingest/grants/0").await.unwrap(),
+            Some(2)
+        );
+
+        // A replay of the same commit (acknowledgement lost) writes nothing.
+        let r = lake
+            .append("grants", vec![grants(&["e1", "e2"])], txn(None, 2), &opts)
+            .await
+            .unwrap();
+        assert_eq!(r.version, None);
+
+        // Offsets only (no rows): an empty batch commits the txn.
+        let empty = RecordBatch::new_empty(crate::tables::grants());
+        let r = lake
+            .append("grants", vec![empty], txn(Some(2), 5), &opts)
+            .await
+            .unwrap();
+        assert!(r.version.is_some());
+        let t = lake.require_table("grants").await.unwrap();
+        assert_eq!(
+            lake.txn_version(&t, "ingest/grants/0").await.unwrap(),
+            Some(5)
+        );
+
+        // A zombie that still believes the partition is at 2 is fenced.
+        let err = lake
+            .append("grants", vec![grants(&["e3"])], txn(Some(2), 4), &opts)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Fenced { .. }), "{err}");
     }
 }

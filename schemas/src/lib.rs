@@ -22,5 +22,5 @@ pub mod topic;
 
 pub use decode::{Decoded, Decoder, RawMessage, Source};
 pub use error::{Error, Result, delta_error_is_retryable};
-pub use lake::{Lake, WriteOptions};
+pub use lake::{Lake, TxnUpdate, WriteOptions};
 pub use topic::Topic;

@@ -1,4 +1,5 @@
-//! `auditlake ingest`: JSON-lines backfill (`--input TOPIC=PATH`).
+//! `auditlake ingest`: JSON-lines backfill (`--input TOPIC=PATH`) or a Kafka
+//! consumer group (`--brokers HOST:PORT --group ID`) until SIGINT/SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,8 +20,32 @@ pub struct Args {
     lake: LakeArgs,
     /// Backfill: read a JSON-lines file as the topic's messages (repeatable),
     /// e.g. `--input api-access=d/api-access.jsonl`. Blank lines are skipped.
-    #[arg(long = "input", value_name = "TOPIC=PATH", value_parser = parse_input, required = true)]
+    #[arg(long = "input", value_name = "TOPIC=PATH", value_parser = parse_input, required_unless_present = "brokers", conflicts_with = "brokers")]
     inputs: Vec<(Topic, PathBuf)>,
+    /// Kafka bootstrap servers: consume the four topics until SIGINT/SIGTERM.
+    #[arg(long, env = "AUDITLAKE_BROKERS", requires = "group")]
+    brokers: Option<String>,
+    /// Kafka consumer group; run several `ingest` processes with the same group to scale out.
+    #[arg(long, env = "AUDITLAKE_GROUP")]
+    group: Option<String>,
+    /// Kafka topic name of a topic, if not the default (repeatable), e.g. `api-access=gw.access`.
+    #[arg(long = "topic", value_name = "TOPIC=NAME", value_parser = parse_topic_name)]
+    topic_names: Vec<(Topic, String)>,
+    /// Commit buffered data at least this often, even if little (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "AUDITLAKE_FLUSH_INTERVAL")]
+    flush_interval: std::time::Duration,
+    /// Commit when a topic's buffer holds this many Arrow bytes (bounds memory).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, env = "AUDITLAKE_FLUSH_BYTES")]
+    flush_bytes: u64,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "AUDITLAKE_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Stop (after a final commit) once no message arrived for this long.
+    #[arg(long, value_parser = parse_duration)]
+    stop_when_idle: Option<std::time::Duration>,
+    /// Extra librdkafka setting (repeatable), e.g. `security.protocol=SSL`.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    kafka_config: Vec<(String, String)>,
     /// Target size of a data file.
     #[arg(long, default_value = "128MiB", value_parser = parse_size, env = "AUDITLAKE_TARGET_FILE_SIZE")]
     target_file_size: u64,
@@ -30,12 +55,54 @@ pub struct Args {
     /// zstd level of data files (1-22).
     #[arg(long, default_value_t = auditlake_schemas::lake::DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     zstd_level: i32,
-    /// Rows buffered before a commit (bounds memory).
-    #[arg(long, default_value_t = auditlake_ingest::backfill::DEFAULT_FLUSH_ROWS)]
-    flush_rows: usize,
+    /// Rows buffered per topic before a commit (bounds memory); default 2000000
+    /// for backfill, 500000 for Kafka.
+    #[arg(long)]
+    flush_rows: Option<usize>,
     /// Print the report as JSON on stdout instead of a summary line.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_topic_name(s: &str) -> Result<(Topic, String), String> {
+    let (topic, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TOPIC=NAME (e.g. api-access=gw.access)"))?;
+    let topic: Topic = topic.parse().map_err(|e| format!("{e}"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?}: empty topic name"));
+    }
+    Ok((topic, name.to_string()))
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Parses `5s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 5s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn parse_input(s: &str) -> Result<(Topic, PathBuf), String> {
@@ -57,13 +124,94 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         zstd_level: args.zstd_level,
         ..WriteOptions::default()
     };
-    let report = backfill(lake, &args.inputs, opts, args.flush_rows).await?;
+    if let Some(brokers) = &args.brokers {
+        return consume(lake, brokers, &args, opts).await;
+    }
+    let flush_rows = args
+        .flush_rows
+        .unwrap_or(auditlake_ingest::backfill::DEFAULT_FLUSH_ROWS);
+    let report = backfill(lake, &args.inputs, opts, flush_rows).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Consumes Kafka until SIGINT/SIGTERM (or idle), then flushes and commits.
+async fn consume(
+    lake: auditlake_schemas::Lake,
+    brokers: &str,
+    args: &Args,
+    opts: WriteOptions,
+) -> anyhow::Result<ExitCode> {
+    let group = args
+        .group
+        .as_deref()
+        .expect("clap requires --group with --brokers");
+    let metrics = Arc::new(auditlake_ingest::Metrics::default());
+    let _server = match args.metrics_addr {
+        Some(addr) => Some(auditlake_ingest::metrics::serve(addr, metrics.clone()).await?),
+        None => None,
+    };
+    let mut job = auditlake_ingest::KafkaIngest::new(lake, brokers, group)
+        .with_write_options(opts)
+        .with_flush(
+            args.flush_interval,
+            args.flush_rows
+                .unwrap_or(auditlake_ingest::kafka::DEFAULT_FLUSH_ROWS),
+            usize::try_from(args.flush_bytes).unwrap_or(usize::MAX),
+        )
+        .with_stop_when_idle(args.stop_when_idle)
+        .with_metrics(metrics);
+    for (topic, name) in &args.topic_names {
+        job = job.with_topic_name(*topic, name);
+    }
+    for (k, v) in &args.kafka_config {
+        job = job.with_config(k, v);
+    }
+    let report = job.execute(shutdown_signal()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for (topic, c) in &report.topics {
+            println!(
+                "{topic}: {} consumed, {} stored, {} duplicates, {} quarantined, {} commits",
+                c.consumed, c.stored, c.duplicates, c.quarantined, c.flushes
+            );
+        }
+        println!(
+            "stopped after {:.1} s, {} rebalances",
+            report.seconds, report.rebalances
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }
 
 /// Runs a backfill with a progress bar on a terminal.

@@ -1,0 +1,673 @@
+//! `ingest --brokers HOST:PORT --group ID`: the four topics from a Kafka
+//! consumer group into the lake, exactly once.
+//!
+//! ```text
+//!             rebalance(assign): read each partition's next offset from the Delta
+//!             log (txn app id `auditlake-ingest/<topic>/<partition>`), seek there
+//! Kafka --recv--> Decoder (per topic) --> TopicSink (dedupe, buffer)
+//!   flush (rows | bytes | age): ONE Delta commit = data + txn(from -> next offset)
+//!   --> only then commit the Kafka group offsets (for lag monitoring)
+//! ```
+//!
+//! Exactly once: the lake, not Kafka, holds the truth about what was stored. A
+//! crash before the Delta commit replays from the last committed offsets; a
+//! crash after it finds the offsets in the log. Messages below a partition's
+//! Delta offset are skipped. A writer whose partition was taken over is fenced
+//! by the compare-and-swap on the txn version ([`auditlake_schemas::TxnUpdate`]).
+//! On a rebalance all pending (uncommitted) data is dropped and every assigned
+//! partition restarts from its Delta offset, so a revoked partition's data is
+//! never committed by its old owner. Producer retries (same event id, another
+//! offset) are dropped by the dedupe index.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auditlake_schemas::lake::WriteOptions;
+use auditlake_schemas::{Decoder, Lake, RawMessage, Source, Topic, TxnUpdate};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::sink::TopicSink;
+use crate::{Error, Result};
+
+/// Default age after which buffered data is committed even if small.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default rows buffered per topic before a commit.
+pub const DEFAULT_FLUSH_ROWS: usize = 500_000;
+/// Default Arrow bytes buffered per topic before a commit.
+pub const DEFAULT_FLUSH_BYTES: usize = 64 * 1024 * 1024;
+/// Messages decoded before they are handed to the sink.
+const DECODE_BATCH: usize = 8192;
+
+/// The Delta application id that records a partition's next offset.
+pub fn offset_app_id(kafka_topic: &str, partition: i32) -> String {
+    format!("auditlake-ingest/{kafka_topic}/{partition}")
+}
+
+/// What a Kafka ingest run did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct KafkaReport {
+    /// Per topic: consumed, stored, duplicates, quarantined.
+    pub topics: BTreeMap<String, crate::metrics::TopicCounters>,
+    /// Rebalances seen.
+    pub rebalances: u64,
+    /// Seconds run.
+    pub seconds: f64,
+}
+
+/// A Kafka consumer-group ingest into the lake.
+pub struct KafkaIngest {
+    lake: Lake,
+    brokers: String,
+    group: String,
+    topics: BTreeMap<Topic, String>,
+    opts: WriteOptions,
+    flush_interval: Duration,
+    flush_rows: usize,
+    flush_bytes: usize,
+    stop_when_idle: Option<Duration>,
+    config: Vec<(String, String)>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for KafkaIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaIngest")
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
+impl KafkaIngest {
+    /// An ingest of the four default topics from `brokers` in consumer group `group`.
+    pub fn new(lake: Lake, brokers: impl Into<String>, group: impl Into<String>) -> Self {
+        Self {
+            lake,
+            brokers: brokers.into(),
+            group: group.into(),
+            topics: Topic::ALL
+                .iter()
+                .map(|t| (*t, t.name().to_string()))
+                .collect(),
+            opts: WriteOptions::default(),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            flush_rows: DEFAULT_FLUSH_ROWS,
+            flush_bytes: DEFAULT_FLUSH_BYTES,
+            stop_when_idle: None,
+            config: Vec::new(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Reads `topic` from the Kafka topic `name` instead of its default name.
+    pub fn with_topic_name(mut self, topic: Topic, name: impl Into<String>) -> Self {
+        self.topics.insert(topic, name.into());
+        self
+    }
+
+    /// Consumes only these topics.
+    pub fn with_topics(mut self, topics: &[Topic]) -> Self {
+        self.topics.retain(|t, _| topics.contains(t));
+        self
+    }
+
+    /// How data files are written.
+    pub fn with_write_options(mut self, opts: WriteOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Flush thresholds: age, rows and Arrow bytes per topic.
+    pub fn with_flush(mut self, interval: Duration, rows: usize, bytes: usize) -> Self {
+        self.flush_interval = interval;
+        self.flush_rows = rows.max(1);
+        self.flush_bytes = bytes.max(1);
+        self
+    }
+
+    /// Stops (after a final flush) once no message arrived for `idle`.
+    pub fn with_stop_when_idle(mut self, idle: Option<Duration>) -> Self {
+        self.stop_when_idle = idle;
+        self
+    }
+
+    /// Extra librdkafka settings (`security.protocol`, `sasl.*`, ...).
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+
+    /// Shared metrics (serve them with [`crate::metrics::serve`]).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs until `shutdown` resolves (then flushes, commits and returns), until
+    /// idle if so configured, or until an unrecoverable error.
+    pub async fn execute(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<KafkaReport> {
+        let started = Instant::now();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut run = Run::new(&self)?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut last_message = Instant::now();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let consumer = run.consumer.clone();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    tracing::info!("stop requested: flushing");
+                    break;
+                }
+                msg = consumer.recv() => {
+                    match msg {
+                        Ok(m) => {
+                            last_message = Instant::now();
+                            let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                            let payload = m.payload().unwrap_or(b"");
+                            run.on_message(&topic, partition, offset, payload, &self).await?;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka receive failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(idle) = self.stop_when_idle
+                        && last_message.elapsed() >= idle
+                        && !run.has_pending()
+                        && run.assigned()
+                    {
+                        tracing::info!(idle_s = idle.as_secs_f64(), "idle: stopping");
+                        break;
+                    }
+                }
+            }
+            run.check_rebalance(&self).await?;
+            match run.flush_due(&self, false).await {
+                Ok(()) => backoff = Duration::from_millis(500),
+                Err(e) if is_fenced(&e) => {
+                    tracing::warn!(error = %e, "fenced by another writer: dropping pending data and rejoining");
+                    run = Run::new(&self)?;
+                }
+                Err(e) if is_transient(&e) => {
+                    self.metrics
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "flush failed; keeping data and retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Final flush: retry transient failures a while, never commit offsets without data.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match run.flush_due(&self, true).await {
+                Ok(()) => break,
+                Err(e) if is_transient(&e) && attempts < 20 => {
+                    tracing::warn!(error = %e, attempts, "final flush failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        run.commit_kafka(CommitMode::Sync);
+        let mut report = KafkaReport {
+            rebalances: run.rebalances,
+            seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
+        for name in self.topics.values() {
+            report.topics.insert(name.clone(), self.metrics.topic(name));
+        }
+        Ok(report)
+    }
+}
+
+fn is_fenced(e: &Error) -> bool {
+    matches!(e, Error::Lake(auditlake_schemas::Error::Fenced { .. }))
+}
+
+fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Lake(l) => l.is_retryable(),
+        Error::Dedupe { .. } => true,
+        _ => false,
+    }
+}
+
+/// What the rebalance callback shares with the main loop.
+#[derive(Debug, Default)]
+struct Assignment {
+    /// Bumped on every assign and revoke.
+    generation: u64,
+    /// (kafka topic, partition) -> next offset recorded in Delta (None: never).
+    committed: HashMap<(String, i32), Option<i64>>,
+    /// Set when the offsets could not be read: the main loop rejoins.
+    error: Option<String>,
+}
+
+struct IngestContext {
+    lake: Lake,
+    /// kafka topic name -> lake table
+    tables: HashMap<String, &'static str>,
+    assignment: Arc<Mutex<Assignment>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (p, part) in &topic.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.set_lag(name, *p, part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                let offsets = read_offsets_blocking(&self.lake, &self.tables, &parts);
+                let mut a = self.assignment.lock().expect("assignment lock");
+                a.generation += 1;
+                a.committed.clear();
+                match offsets {
+                    Ok(offsets) => {
+                        for ((topic, p), next) in offsets {
+                            let off = next.map_or(Offset::Beginning, Offset::Offset);
+                            if let Err(e) = tpl.set_partition_offset(&topic, p, off) {
+                                a.error = Some(format!("seek {topic}/{p}: {e}"));
+                            }
+                            a.committed.insert((topic, p), next);
+                        }
+                        tracing::info!(
+                            partitions = parts.len(),
+                            "partitions assigned; resuming from the offsets in the lake"
+                        );
+                    }
+                    Err(e) => a.error = Some(e.to_string()),
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    a.error = Some(format!("assign: {e}"));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut a = self.assignment.lock().expect("assignment lock");
+                a.generation += 1;
+                a.committed.clear();
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+                tracing::info!("partitions revoked; pending data dropped");
+            }
+            other => tracing::warn!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+/// Reads the Delta offsets of `parts` on a helper thread with its own runtime:
+/// the rebalance callback is synchronous and runs inside the consumer's poll.
+fn read_offsets_blocking(
+    lake: &Lake,
+    tables: &HashMap<String, &'static str>,
+    parts: &[(String, i32)],
+) -> Result<Vec<((String, i32), Option<i64>)>> {
+    let lake = lake.clone();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Internal(format!("offset reader runtime: {e}")))?;
+            rt.block_on(async {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match read_offsets(&lake, tables, parts).await {
+                        Ok(v) => return Ok(v),
+                        Err(e) if attempt < 5 => {
+                            tracing::warn!(error = %e, attempt, "reading offsets from the lake failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        })
+        .join()
+        .map_err(|_| Error::Internal("offset reader thread panicked".into()))?
+    })
+}
+
+async fn read_offsets(
+    lake: &Lake,
+    tables: &HashMap<String, &'static str>,
+    parts: &[(String, i32)],
+) -> Result<Vec<((String, i32), Option<i64>)>> {
+    let mut loaded: HashMap<&str, Option<deltalake::DeltaTable>> = HashMap::new();
+    let mut out = Vec::new();
+    for (topic, p) in parts {
+        let Some(table) = tables.get(topic) else {
+            continue;
+        };
+        if !loaded.contains_key(table) {
+            loaded.insert(table, lake.table(table).await?);
+        }
+        let next = match loaded.get(table).and_then(Option::as_ref) {
+            Some(t) => lake.txn_version(t, &offset_app_id(topic, *p)).await?,
+            None => None,
+        };
+        out.push(((topic.clone(), *p), next));
+    }
+    Ok(out)
+}
+
+/// Per-topic state of the main loop.
+struct TopicState {
+    sink: TopicSink,
+    decoder: Decoder,
+    /// partition -> next offset not yet committed to Delta.
+    pending_next: BTreeMap<i32, i64>,
+    /// When the oldest uncommitted message arrived.
+    oldest: Option<Instant>,
+}
+
+/// One consumer session: rebuilt after a fence.
+struct Run {
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    assignment: Arc<Mutex<Assignment>>,
+    generation: u64,
+    states: HashMap<String, TopicState>,
+    topics: HashMap<String, Topic>,
+    rebalances: u64,
+}
+
+impl Run {
+    fn new(cfg: &KafkaIngest) -> Result<Self> {
+        let assignment = Arc::new(Mutex::new(Assignment::default()));
+        let ctx = IngestContext {
+            lake: cfg.lake.clone(),
+            tables: cfg
+                .topics
+                .iter()
+                .map(|(t, n)| (n.clone(), t.table()))
+                .collect(),
+            assignment: assignment.clone(),
+            metrics: cfg.metrics.clone(),
+        };
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group)
+            .set("client.id", "auditlake-ingest")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "2000")
+            .set("max.poll.interval.ms", "600000")
+            .set("statistics.interval.ms", "5000")
+            .set("queued.max.messages.kbytes", "65536");
+        for (k, v) in &cfg.config {
+            client.set(k, v);
+        }
+        let consumer: StreamConsumer<IngestContext> = client
+            .create_with_context(ctx)
+            .map_err(|source| kafka_err("creating the consumer", source))?;
+        let names: Vec<&str> = cfg.topics.values().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| kafka_err("subscribing", source))?;
+        tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topics = ?names, "consumer started");
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            assignment,
+            generation: 0,
+            states: HashMap::new(),
+            topics: cfg.topics.iter().map(|(t, n)| (n.clone(), *t)).collect(),
+            rebalances: 0,
+        })
+    }
+
+    fn assigned(&self) -> bool {
+        !self
+            .assignment
+            .lock()
+            .expect("assignment lock")
+            .committed
+            .is_empty()
+    }
+
+    fn has_pending(&self) -> bool {
+        self.states.values().any(|s| {
+            !s.pending_next.is_empty() || s.sink.pending_rows() > 0 || !s.decoder.is_empty()
+        })
+    }
+
+    /// After a rebalance, drop everything not committed: the partitions restart
+    /// from their Delta offsets.
+    async fn check_rebalance(&mut self, cfg: &KafkaIngest) -> Result<()> {
+        let (generation, error) = {
+            let mut a = self.assignment.lock().expect("assignment lock");
+            (a.generation, a.error.take())
+        };
+        if let Some(e) = error {
+            tracing::warn!(error = %e, "could not resume partitions from the lake; rejoining");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            *self = Run::new(cfg)?;
+            return Ok(());
+        }
+        if generation != self.generation {
+            self.generation = generation;
+            self.rebalances += 1;
+            let dropped: usize = self
+                .states
+                .values()
+                .map(|s| s.sink.pending_rows() + s.decoder.len())
+                .sum();
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    "rebalance: dropping uncommitted rows (they will be read again)"
+                );
+            }
+            self.states.clear();
+        }
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        cfg: &KafkaIngest,
+    ) -> Result<()> {
+        let Some(&kind) = self.topics.get(topic) else {
+            return Ok(());
+        };
+        // A rebalance may have happened inside recv(): drop stale state first.
+        self.check_rebalance(cfg).await?;
+        let committed = {
+            let a = self.assignment.lock().expect("assignment lock");
+            match a.committed.get(&(topic.to_string(), partition)) {
+                Some(c) => *c,
+                None => return Ok(()), // not ours (any more)
+            }
+        };
+        if committed.is_some_and(|next| offset < next) {
+            return Ok(()); // already in the lake
+        }
+        cfg.metrics.update(topic, |c| c.consumed += 1);
+        if !self.states.contains_key(topic) {
+            let sink = TopicSink::open(cfg.lake.clone(), kind, cfg.opts.clone()).await?;
+            self.states.insert(
+                topic.to_string(),
+                TopicState {
+                    sink,
+                    decoder: Decoder::new(kind),
+                    pending_next: BTreeMap::new(),
+                    oldest: None,
+                },
+            );
+        }
+        let state = self.states.get_mut(topic).expect("state just inserted");
+        state.decoder.push(RawMessage {
+            payload,
+            source: Source::Kafka { partition, offset },
+        });
+        state.pending_next.insert(partition, offset + 1);
+        state.oldest.get_or_insert_with(Instant::now);
+        if state.decoder.len() + state.decoder.quarantined() >= DECODE_BATCH {
+            let decoded = state.decoder.finish(now_micros())?;
+            let (_, dups) = state.sink.add(decoded).await?;
+            cfg.metrics.update(topic, |c| c.duplicates += dups as u64);
+        }
+        Ok(())
+    }
+
+    /// Flushes every topic whose buffer is full or old enough (all if `force`).
+    async fn flush_due(&mut self, cfg: &KafkaIngest, force: bool) -> Result<()> {
+        let names: Vec<String> = self.states.keys().cloned().collect();
+        for name in names {
+            let state = self.states.get_mut(&name).expect("state");
+            let due = force
+                || state.sink.pending_rows() >= cfg.flush_rows
+                || state.sink.pending_bytes() >= cfg.flush_bytes
+                || state
+                    .oldest
+                    .is_some_and(|t| t.elapsed() >= cfg.flush_interval);
+            if !due
+                || state.pending_next.is_empty()
+                    && state.decoder.is_empty()
+                    && state.sink.pending_rows() == 0
+            {
+                continue;
+            }
+            if !state.decoder.is_empty() {
+                let decoded = state.decoder.finish(now_micros())?;
+                let (_, dups) = state.sink.add(decoded).await?;
+                cfg.metrics.update(&name, |c| c.duplicates += dups as u64);
+            }
+            let txns: Vec<TxnUpdate> = {
+                let a = self.assignment.lock().expect("assignment lock");
+                state
+                    .pending_next
+                    .iter()
+                    .map(|(p, next)| TxnUpdate {
+                        app_id: offset_app_id(&name, *p),
+                        from: a.committed.get(&(name.clone(), *p)).copied().flatten(),
+                        to: *next,
+                    })
+                    .collect()
+            };
+            let out = state.sink.flush(txns.clone()).await?;
+            {
+                let mut a = self.assignment.lock().expect("assignment lock");
+                for t in &txns {
+                    let key = (
+                        name.clone(),
+                        t.app_id
+                            .rsplit('/')
+                            .next()
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(-1),
+                    );
+                    if a.committed.contains_key(&key) {
+                        a.committed.insert(key, Some(t.to));
+                    }
+                }
+            }
+            state.pending_next.clear();
+            state.oldest = None;
+            let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+            cfg.metrics.update(&name, |c| {
+                c.stored += out.rows;
+                c.quarantined += out.quarantined;
+                c.flushes += 1;
+                c.last_flush_rows = out.rows;
+                c.last_flush_seconds = out.seconds;
+                c.flush_seconds_total += out.seconds;
+                c.last_commit_unix = now;
+            });
+            tracing::info!(topic = %name, rows = out.rows, quarantined = out.quarantined, files = out.files, bytes = out.bytes, seconds = out.seconds, partitions = txns.len(), "committed");
+            // Only now tell Kafka, for lag monitoring; the lake stays the truth.
+            let mut tpl = TopicPartitionList::new();
+            for t in &txns {
+                if let Some(p) = t
+                    .app_id
+                    .rsplit('/')
+                    .next()
+                    .and_then(|p| p.parse::<i32>().ok())
+                {
+                    let _ = tpl.add_partition_offset(&name, p, Offset::Offset(t.to));
+                }
+            }
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "kafka offset commit failed (harmless: the lake holds the offsets)");
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_kafka(&self, mode: CommitMode) {
+        let a = self.assignment.lock().expect("assignment lock");
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), next) in &a.committed {
+            if let Some(next) = next {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*next));
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, mode)
+        {
+            tracing::debug!(error = %e, "final kafka offset commit failed");
+        }
+    }
+}
+
+fn kafka_err(context: &str, source: KafkaError) -> Error {
+    Error::Kafka {
+        context: context.to_string(),
+        source,
+    }
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
