@@ -124,6 +124,49 @@ fn counts(lake: &Path) -> (i64, i64, i64) {
     )
 }
 
+/// Sends SIGTERM and asserts the clean shutdown (flush, commit, exit 0).
+fn terminate(child: &mut Child) {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "ingest exits 0 on SIGTERM, got {status}");
+}
+
+/// Runs an ingest until the lake holds `events` distinct access events and
+/// `quarantined` quarantine rows (or 150 s pass), then stops it with SIGTERM.
+///
+/// tansu keeps a member killed with -9 in the group, holding its partitions,
+/// until a member leaves cleanly (FACTS.md): when nothing lands for 15 s the
+/// member is stopped with SIGTERM and started again, as an operator would.
+async fn ingest_until(
+    lake: &Path,
+    brokers: &str,
+    group: &str,
+    extra: &[&str],
+    events: i64,
+    quarantined: i64,
+) {
+    let mut child = ingest(lake, brokers, group, extra);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (mut last, mut progress_at) = ((-1, -1), Instant::now());
+    loop {
+        let (_, distinct, q) = counts(lake);
+        if (distinct >= events && q >= quarantined) || Instant::now() > deadline {
+            break;
+        }
+        if (distinct, q) != last {
+            (last, progress_at) = ((distinct, q), Instant::now());
+        } else if progress_at.elapsed() > Duration::from_secs(15) {
+            eprintln!("no progress for 15 s at {last:?}: restarting the member");
+            terminate(&mut child);
+            child = ingest(lake, brokers, group, extra);
+            progress_at = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    terminate(&mut child);
+}
+
 /// Runs an ingest until it has been idle for 3 s, and waits for it.
 fn ingest_to_idle(lake: &Path, brokers: &str, group: &str) {
     let status = ingest(lake, brokers, group, &["--stop-when-idle", "3s"])
@@ -175,7 +218,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         eprintln!("round {round}: killed after {wait:?}");
     }
     producer.await.unwrap();
-    ingest_to_idle(lake.path(), &brokers, "crashy");
+    ingest_until(lake.path(), &brokers, "crashy", &[], total as i64, 11).await;
     assert_eq!(counts(lake.path()), (total as i64, total as i64, 11));
 }
 
@@ -199,12 +242,8 @@ async fn two_members_one_killed_and_restarted() {
     while counts(lake.path()).1 < 10_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    for child in [&mut a, &mut b] {
-        let pid = child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    }
-    assert!(a.wait().unwrap().success(), "member a exits 0 on SIGTERM");
-    assert!(b.wait().unwrap().success(), "member b exits 0 on SIGTERM");
+    terminate(&mut a);
+    terminate(&mut b);
     assert_eq!(counts(lake.path()), (10_000, 10_000, 6));
 }
 

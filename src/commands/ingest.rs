@@ -43,6 +43,11 @@ pub struct Args {
     /// Stop (after a final commit) once no message arrived for this long.
     #[arg(long, value_parser = parse_duration)]
     stop_when_idle: Option<std::time::Duration>,
+    /// Static group membership (`group.instance.id`): a restarted member with the
+    /// same id takes its partitions back at once instead of waiting for the
+    /// broker to expire the old session. Give each process of a group its own.
+    #[arg(long, env = "AUDITLAKE_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Extra librdkafka setting (repeatable), e.g. `security.protocol=SSL`.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_kv)]
     kafka_config: Vec<(String, String)>,
@@ -167,6 +172,9 @@ async fn consume(
         .with_metrics(metrics);
     for (topic, name) in &args.topic_names {
         job = job.with_topic_name(*topic, name);
+    }
+    if let Some(id) = &args.instance_id {
+        job = job.with_config("group.instance.id", id);
     }
     for (k, v) in &args.kafka_config {
         job = job.with_config(k, v);
