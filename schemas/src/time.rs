@@ -12,7 +12,7 @@ pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Digits beyond microseconds are truncated.
 pub fn parse_rfc3339_micros(s: &str) -> Result<i64, &'static str> {
     let b = s.as_bytes();
-    if b.len() < 20 {
+    if b.len() < 19 {
         return Err("too short for an RFC 3339 date-time with offset");
     }
     let num = |range: std::ops::Range<usize>| -> Result<i64, &'static str> {
@@ -43,7 +43,7 @@ pub fn parse_rfc3339_micros(s: &str) -> Result<i64, &'static str> {
     }
     let mut i = 19;
     let mut micros = 0i64;
-    if b[i] == b'.' {
+    if b.get(i) == Some(&b'.') {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
@@ -138,6 +138,7 @@ mod tests {
             "2026-11-20T08:15:30+0800",
             "2026-11-20T08:15:30Zjunk",
             "20261120T081530Z",
+            "2026-11-20T08:15:30.",
         ] {
             assert!(parse_rfc3339_micros(s).is_err(), "{s}");
         }
