@@ -24,6 +24,8 @@ use crate::{Error, Result};
 
 /// Default rows buffered before a commit.
 pub const DEFAULT_FLUSH_ROWS: usize = 2_000_000;
+/// Default Arrow bytes buffered before a commit (sorting doubles it briefly).
+pub const DEFAULT_FLUSH_BYTES: usize = 128 * 1024 * 1024;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Reports progress (bytes of input consumed) to whoever shows it.
@@ -92,6 +94,7 @@ pub struct Backfill {
     inputs: Vec<(Topic, PathBuf)>,
     opts: WriteOptions,
     flush_rows: usize,
+    flush_bytes: usize,
     progress: Option<Arc<dyn Progress>>,
 }
 
@@ -112,6 +115,7 @@ impl Backfill {
             inputs: Vec::new(),
             opts: WriteOptions::default(),
             flush_rows: DEFAULT_FLUSH_ROWS,
+            flush_bytes: DEFAULT_FLUSH_BYTES,
             progress: None,
         }
     }
@@ -131,6 +135,12 @@ impl Backfill {
     /// Rows buffered before a commit (bounds memory).
     pub fn with_flush_rows(mut self, rows: usize) -> Self {
         self.flush_rows = rows.max(1);
+        self
+    }
+
+    /// Arrow bytes buffered before a commit (bounds memory).
+    pub fn with_flush_bytes(mut self, bytes: usize) -> Self {
+        self.flush_bytes = bytes.max(1);
         self
     }
 
@@ -184,7 +194,9 @@ impl Backfill {
                 if let Some(p) = &self.progress {
                     p.advance(chunk.bytes);
                 }
-                if sink.pending_rows() >= self.flush_rows {
+                if sink.pending_rows() >= self.flush_rows
+                    || sink.pending_bytes() >= self.flush_bytes
+                {
                     let f = sink.flush(Vec::new()).await?;
                     tracing::info!(
                         rows = f.rows,

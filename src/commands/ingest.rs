@@ -34,9 +34,10 @@ pub struct Args {
     /// Commit buffered data at least this often, even if little (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration, env = "AUDITLAKE_FLUSH_INTERVAL")]
     flush_interval: std::time::Duration,
-    /// Commit when a topic's buffer holds this many Arrow bytes (bounds memory).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size, env = "AUDITLAKE_FLUSH_BYTES")]
-    flush_bytes: u64,
+    /// Commit when a topic's buffer holds this many Arrow bytes (bounds memory);
+    /// default 64MiB for Kafka, 128MiB for backfill.
+    #[arg(long, value_parser = parse_size, env = "AUDITLAKE_FLUSH_BYTES")]
+    flush_bytes: Option<u64>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "AUDITLAKE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -135,7 +136,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let flush_rows = args
         .flush_rows
         .unwrap_or(auditlake_ingest::backfill::DEFAULT_FLUSH_ROWS);
-    let report = backfill(lake, &args.inputs, opts, flush_rows).await?;
+    let flush_bytes = args
+        .flush_bytes
+        .map_or(auditlake_ingest::backfill::DEFAULT_FLUSH_BYTES, |b| {
+            usize::try_from(b).unwrap_or(usize::MAX)
+        });
+    let report = backfill(lake, &args.inputs, opts, flush_rows, flush_bytes).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -166,7 +172,10 @@ async fn consume(
             args.flush_interval,
             args.flush_rows
                 .unwrap_or(auditlake_ingest::kafka::DEFAULT_FLUSH_ROWS),
-            usize::try_from(args.flush_bytes).unwrap_or(usize::MAX),
+            args.flush_bytes
+                .map_or(auditlake_ingest::kafka::DEFAULT_FLUSH_BYTES, |b| {
+                    usize::try_from(b).unwrap_or(usize::MAX)
+                }),
         )
         .with_stop_when_idle(args.stop_when_idle)
         .with_metrics(metrics);
@@ -228,10 +237,12 @@ pub async fn backfill(
     inputs: &[(Topic, PathBuf)],
     opts: WriteOptions,
     flush_rows: usize,
+    flush_bytes: usize,
 ) -> anyhow::Result<BackfillReport> {
     let mut job = Backfill::new(lake)
         .with_write_options(opts)
         .with_flush_rows(flush_rows)
+        .with_flush_bytes(flush_bytes)
         .with_progress(Arc::new(Bar::default()));
     for (topic, path) in inputs {
         job = job.with_input(*topic, path);
