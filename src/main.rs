@@ -34,6 +34,8 @@ enum Command {
     Ingest(commands::ingest::Args),
     /// Run one SQL query over the lake.
     Sql(commands::sql::Args),
+    /// Serve the lake read-only over the PostgreSQL wire protocol (psql, BI tools).
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ingest(args) => commands::ingest::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
+            Command::Serve(args) => commands::serve::run(args).await,
         }
     });
     match result {

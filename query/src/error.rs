@@ -33,4 +33,12 @@ pub enum Error {
     /// A setting is wrong.
     #[error("configuration: {0}")]
     Config(String),
+
+    /// The PostgreSQL endpoint could not start (listening socket, TLS files).
+    #[error("serve: {context}: {source}")]
+    Serve {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -12,6 +12,7 @@
 mod error;
 
 pub mod output;
+pub mod serve;
 pub mod session;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! One module per verb. Each has clap `Args` and `async fn run(Args) -> Result<ExitCode>`.
 
 pub mod ingest;
+pub mod serve;
 pub mod sql;
 
 use std::io::IsTerminal;
