@@ -282,8 +282,14 @@ impl QueryHook for PolicyHook {
 pub enum Startup {
     /// No password configured (loopback only): any client, as the configured user.
     Trust(Trust),
-    /// SCRAM-SHA-256 (and -PLUS over TLS).
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    /// SCRAM-SHA-256; over TLS also SCRAM-SHA-256-PLUS (channel binding), which
+    /// must not be offered on a plain connection (libpq refuses the server).
+    Scram {
+        plain: Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+        tls: Option<Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>>,
+        /// TLS is configured: plain connections only from loopback.
+        tls_required: bool,
+    },
 }
 
 /// Trust authentication that still insists on the configured user name.
@@ -324,11 +330,28 @@ impl StartupHandler for Startup {
                 }
                 StartupHandler::on_startup(trust, client, message).await
             }
-            Startup::Scram(scram) => {
+            Startup::Scram {
+                plain,
+                tls,
+                tls_required,
+            } => {
+                if *tls_required && !client.is_secure() && !client.socket_addr().ip().is_loopback()
+                {
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".to_string(),
+                        "28000".to_string(),
+                        "this server requires TLS for remote connections (sslmode=require)"
+                            .to_string(),
+                    ))));
+                }
+                let scram = match tls {
+                    Some(tls) if client.is_secure() => tls,
+                    _ => plain,
+                };
                 let result = scram.on_startup(client, message).await;
-                if let Err(PgWireError::InvalidPassword(user)) = &result {
+                if let Err(PgWireError::InvalidPassword(_)) = &result {
                     tracing::warn!(
-                        user = user.as_str(),
+                        user = client.metadata().get(METADATA_USER).map(String::as_str),
                         peer = %client.socket_addr(),
                         "password authentication failed"
                     );
@@ -407,17 +430,28 @@ impl PgWireServerHandlers for Handlers {
                 connections: self.connections.clone(),
             }),
             Some(credentials) => {
-                let mut scram = ScramAuth::new(credentials.clone());
-                if let Some(pem) = &self.cert_pem
-                    && let Err(e) = scram.configure_certificate(pem)
-                {
-                    tracing::debug!(error = %e, "no SCRAM channel binding for this certificate");
+                let sasl = |scram: ScramAuth| {
+                    Box::new(
+                        SASLAuthStartupHandler::new(Arc::new(Self::server_parameters()))
+                            .with_scram(scram)
+                            .with_connection_manager(self.connections.clone()),
+                    )
+                };
+                let tls = self.cert_pem.as_ref().and_then(|pem| {
+                    let mut scram = ScramAuth::new(credentials.clone());
+                    match scram.configure_certificate(pem) {
+                        Ok(()) => Some(sasl(scram)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no SCRAM channel binding for this certificate");
+                            None
+                        }
+                    }
+                });
+                Startup::Scram {
+                    plain: sasl(ScramAuth::new(credentials.clone())),
+                    tls,
+                    tls_required: self.cert_pem.is_some(),
                 }
-                Startup::Scram(Box::new(
-                    SASLAuthStartupHandler::new(Arc::new(Self::server_parameters()))
-                        .with_scram(scram)
-                        .with_connection_manager(self.connections.clone()),
-                ))
             }
         })
     }
