@@ -255,6 +255,9 @@ fn is_transient(e: &Error) -> bool {
     }
 }
 
+/// A (Kafka topic, partition) and the next offset the lake recorded for it.
+type PartitionOffset = ((String, i32), Option<i64>);
+
 /// What the rebalance callback shares with the main loop.
 #[derive(Debug, Default)]
 struct Assignment {
@@ -344,7 +347,7 @@ fn read_offsets_blocking(
     lake: &Lake,
     tables: &HashMap<String, &'static str>,
     parts: &[(String, i32)],
-) -> Result<Vec<((String, i32), Option<i64>)>> {
+) -> Result<Vec<PartitionOffset>> {
     let lake = lake.clone();
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -376,7 +379,7 @@ async fn read_offsets(
     lake: &Lake,
     tables: &HashMap<String, &'static str>,
     parts: &[(String, i32)],
-) -> Result<Vec<((String, i32), Option<i64>)>> {
+) -> Result<Vec<PartitionOffset>> {
     let mut loaded: HashMap<&str, Option<deltalake::DeltaTable>> = HashMap::new();
     let mut out = Vec::new();
     for (topic, p) in parts {
@@ -584,32 +587,28 @@ impl Run {
                 let (_, dups) = state.sink.add(decoded).await?;
                 cfg.metrics.update(&name, |c| c.duplicates += dups as u64);
             }
-            let txns: Vec<TxnUpdate> = {
+            let partitions: Vec<(i32, TxnUpdate)> = {
                 let a = self.assignment.lock().expect("assignment lock");
                 state
                     .pending_next
                     .iter()
-                    .map(|(p, next)| TxnUpdate {
-                        app_id: offset_app_id(&name, *p),
-                        from: a.committed.get(&(name.clone(), *p)).copied().flatten(),
-                        to: *next,
+                    .map(|(p, next)| {
+                        let txn = TxnUpdate {
+                            app_id: offset_app_id(&name, *p),
+                            from: a.committed.get(&(name.clone(), *p)).copied().flatten(),
+                            to: *next,
+                        };
+                        (*p, txn)
                     })
                     .collect()
             };
-            let out = state.sink.flush(txns.clone()).await?;
+            let txns = partitions.iter().map(|(_, t)| t.clone()).collect();
+            let out = state.sink.flush(txns).await?;
             {
                 let mut a = self.assignment.lock().expect("assignment lock");
-                for t in &txns {
-                    let key = (
-                        name.clone(),
-                        t.app_id
-                            .rsplit('/')
-                            .next()
-                            .and_then(|p| p.parse().ok())
-                            .unwrap_or(-1),
-                    );
-                    if a.committed.contains_key(&key) {
-                        a.committed.insert(key, Some(t.to));
+                for (p, t) in &partitions {
+                    if let Some(c) = a.committed.get_mut(&(name.clone(), *p)) {
+                        *c = Some(t.to);
                     }
                 }
             }
@@ -625,18 +624,11 @@ impl Run {
                 c.flush_seconds_total += out.seconds;
                 c.last_commit_unix = now;
             });
-            tracing::info!(topic = %name, rows = out.rows, quarantined = out.quarantined, files = out.files, bytes = out.bytes, seconds = out.seconds, partitions = txns.len(), "committed");
+            tracing::info!(topic = %name, rows = out.rows, quarantined = out.quarantined, files = out.files, bytes = out.bytes, seconds = out.seconds, partitions = partitions.len(), "committed");
             // Only now tell Kafka, for lag monitoring; the lake stays the truth.
             let mut tpl = TopicPartitionList::new();
-            for t in &txns {
-                if let Some(p) = t
-                    .app_id
-                    .rsplit('/')
-                    .next()
-                    .and_then(|p| p.parse::<i32>().ok())
-                {
-                    let _ = tpl.add_partition_offset(&name, p, Offset::Offset(t.to));
-                }
+            for (p, t) in &partitions {
+                let _ = tpl.add_partition_offset(&name, *p, Offset::Offset(t.to));
             }
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!(error = %e, "kafka offset commit failed (harmless: the lake holds the offsets)");

@@ -35,6 +35,14 @@ pub struct TopicCounters {
     pub last_commit_unix: f64,
 }
 
+/// A counter or gauge of [`TopicCounters`]: name, type, help, getter.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TopicCounters) -> f64,
+);
+
 /// Shared ingest metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -84,7 +92,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let topics = self.topics.lock().expect("metrics lock").clone();
-        let series: [(&str, &str, &str, fn(&TopicCounters) -> f64); 9] = [
+        let series: [Series; 9] = [
             (
                 "auditlake_ingest_messages_consumed_total",
                 "counter",

@@ -28,7 +28,7 @@ pub enum Error {
         table: String,
         context: String,
         #[source]
-        source: deltalake::DeltaTableError,
+        source: Box<deltalake::DeltaTableError>,
     },
 
     /// Another writer committed past this writer's application transaction: this
@@ -65,7 +65,7 @@ impl Error {
         Self::Delta {
             table: table.to_string(),
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
