@@ -579,3 +579,37 @@ fn tls_with_verified_certificate_and_channel_binding() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
 }
+
+#[test]
+fn bi_tool_catalog_queries_answer() {
+    psql_present();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = fixture(dir.path(), 10);
+    let server = Server::start(&lake, Some(PASSWORD), &[]);
+    // What Metabase, DBeaver and Grafana send when they connect and list tables
+    // (from datafusion-postgres' client tests).
+    let metabase_tables = r#"SELECT "n"."nspname" AS "schema", "c"."relname" AS "name", CASE "c"."relkind" WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'PARTITIONED TABLE' WHEN 'v' THEN 'VIEW' WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE NULL END AS "type", "d"."description" AS "description", "stat"."n_live_tup" AS "estimated_row_count" FROM "pg_catalog"."pg_class" AS "c" INNER JOIN "pg_catalog"."pg_namespace" AS "n" ON "c"."relnamespace" = "n"."oid" LEFT JOIN "pg_catalog"."pg_description" AS "d" ON ("c"."oid" = "d"."objoid") AND ("d"."objsubid" = '0') AND ("d"."classoid" = 'pg_class'::regclass) LEFT JOIN "pg_stat_user_tables" AS "stat" ON ("n"."nspname" = "stat"."schemaname") AND ("c"."relname" = "stat"."relname") WHERE ("c"."relnamespace" = "n"."oid") AND ("n"."nspname" !~ '^pg_') AND ("n"."nspname" <> 'information_schema') AND c.relkind in ('r', 'p', 'v', 'f', 'm') AND ("n"."nspname" IN ('public')) ORDER BY "type" ASC, "schema" ASC, "name" ASC"#;
+    let listed = psql_ok(&server, metabase_tables);
+    assert!(listed.contains("public|api_access|TABLE"), "{listed}");
+    assert!(listed.contains("public|obligations|TABLE"), "{listed}");
+    for query in [
+        "SET extra_float_digits = 3",
+        "SET application_name = 'PostgreSQL JDBC Driver'",
+        "SHOW TRANSACTION ISOLATION LEVEL",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+        "SELECT current_schema(), session_user",
+        "SELECT version()",
+        "SHOW search_path",
+        r#"SELECT nspname AS "TABLE_SCHEM", current_database() AS "TABLE_CATALOG" FROM pg_catalog.pg_namespace  WHERE nspname <> 'pg_toast' AND (nspname !~ '^pg_temp_'  OR nspname = (pg_catalog.current_schemas(true))[1]) AND (nspname !~ '^pg_toast_temp_'  OR nspname = replace((pg_catalog.current_schemas(true))[1], 'pg_temp_', 'pg_toast_temp_'))  ORDER BY "TABLE_SCHEM""#,
+        "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+        "SELECT * FROM pg_catalog.pg_settings where name='standard_conforming_strings'",
+    ] {
+        psql_ok(&server, query);
+    }
+    let columns = psql_ok(
+        &server,
+        "SELECT column_name FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name = 'api_access' ORDER BY ordinal_position",
+    );
+    assert_eq!(columns.lines().next(), Some("event_id"), "{columns}");
+}

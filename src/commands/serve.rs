@@ -52,6 +52,10 @@ pub struct Args {
     /// Maximum concurrent connections; more are closed at once.
     #[arg(long, env = "AUDITLAKE_MAX_CONNECTIONS", default_value_t = serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Threads that execute queries (apart from the ones serving sockets)
+    /// [default: one per core].
+    #[arg(long, env = "AUDITLAKE_QUERY_THREADS")]
+    query_threads: Option<usize>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -70,7 +74,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_query_memory_limit(args.query_memory_limit.map(to_usize).transpose()?)
         .with_spill_dir(args.spill_dir)
         .with_spill_limit(args.spill_limit)
-        .with_max_connections(args.max_connections);
+        .with_max_connections(args.max_connections)
+        .with_query_threads(args.query_threads);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         options = options.with_tls(cert, key);
     }
