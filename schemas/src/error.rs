@@ -47,6 +47,11 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// The erasure key is missing, malformed or not the one the lake's
+    /// tombstones were made with (see `erasure`).
+    #[error("erasure key: {0}")]
+    ErasureKey(String),
+
     /// The object store failed.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),

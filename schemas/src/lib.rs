@@ -15,6 +15,7 @@
 mod error;
 
 pub mod decode;
+pub mod erasure;
 pub mod lake;
 pub mod tables;
 pub mod time;
