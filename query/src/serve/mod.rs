@@ -28,10 +28,6 @@
 //! # }
 //! ```
 
-// The crate's `Error` embeds `auditlake_schemas::Error`, whose Delta variant is
-// large (clippy::result_large_err); boxing it belongs in the schemas crate.
-#![allow(clippy::result_large_err)]
-
 pub mod auth;
 pub mod catalog;
 pub mod exec;
