@@ -75,6 +75,7 @@ impl BackfillReport {
             t.duplicates += i.stats.duplicates;
             t.quarantined += i.stats.quarantined;
             t.quarantine_duplicates += i.stats.quarantine_duplicates;
+            t.erased += i.stats.erased;
             t.commits += i.stats.commits;
             t.files += i.stats.files;
             t.bytes += i.stats.bytes;

@@ -616,6 +616,7 @@ impl Run {
             state.oldest = None;
             let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
             cfg.metrics.update(&name, |c| {
+                c.erased += out.erased;
                 c.stored += out.rows;
                 c.quarantined += out.quarantined;
                 c.flushes += 1;

@@ -22,6 +22,7 @@ use arrow::compute::{
 };
 use arrow::datatypes::Date32Type;
 use auditlake_schemas::TxnUpdate;
+use auditlake_schemas::erasure::load_erased;
 use auditlake_schemas::lake::WriteOptions;
 use auditlake_schemas::{Decoded, Lake, Topic, tables};
 use serde::Serialize;
@@ -42,6 +43,8 @@ pub struct SinkStats {
     pub quarantined: u64,
     /// Quarantine rows dropped because that message was quarantined before.
     pub quarantine_duplicates: u64,
+    /// Rows dropped because their user was erased (erasure tombstones).
+    pub erased: u64,
     /// Delta commits made.
     pub commits: u64,
     /// Data files written.
@@ -57,6 +60,8 @@ pub struct FlushOutcome {
     pub rows: u64,
     /// Quarantine rows committed.
     pub quarantined: u64,
+    /// Rows dropped because their user was erased.
+    pub erased: u64,
     /// Files and bytes written.
     pub files: u64,
     /// Bytes written.
@@ -210,7 +215,10 @@ impl TopicSink {
     /// with `txns` in one commit. With nothing pending and no txns, does nothing.
     pub async fn flush(&mut self, txns: Vec<TxnUpdate>) -> Result<FlushOutcome> {
         let started = Instant::now();
-        let mut out = FlushOutcome::default();
+        let mut out = FlushOutcome {
+            erased: self.drop_erased().await?,
+            ..FlushOutcome::default()
+        };
         // Nothing leaves the buffers until its commit succeeded: a failed flush
         // can be retried with the same data.
         if !self.pending_quarantine.is_empty() {
@@ -270,6 +278,48 @@ impl TopicSink {
         self.stats.bytes += out.bytes;
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
+    }
+}
+
+impl TopicSink {
+    /// Drops pending rows (and quarantined messages) of erased users. The
+    /// tombstones are read again at every flush, so an erase that runs beside
+    /// ingest stops it writing the user's rows from its next commit on, and a
+    /// replay of Kafka from offset 0 never writes them back.
+    async fn drop_erased(&mut self) -> Result<u64> {
+        if self.pending.is_empty() && self.pending_quarantine.is_empty() {
+            return Ok(0);
+        }
+        let erased = load_erased(&self.lake).await?;
+        if erased.is_empty() {
+            return Ok(0);
+        }
+        let mut dropped = 0;
+        let table = self.topic.table();
+        let mut kept = Vec::with_capacity(self.pending.len());
+        for batch in std::mem::take(&mut self.pending) {
+            let (batch, n) = erased.retain_batch(table, batch)?;
+            dropped += n;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        self.pending_rows -= dropped;
+        self.pending = kept;
+        let mut kept = Vec::with_capacity(self.pending_quarantine.len());
+        for batch in std::mem::take(&mut self.pending_quarantine) {
+            let (batch, n) = erased.retain_batch(tables::QUARANTINE, batch)?;
+            dropped += n;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        self.pending_quarantine = kept;
+        if dropped > 0 {
+            tracing::info!(table, dropped, "dropped rows of erased users");
+        }
+        self.stats.erased += dropped as u64;
+        Ok(dropped as u64)
     }
 }
 
