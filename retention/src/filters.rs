@@ -1,0 +1,240 @@
+//! Row filters: which rows of a file an erasure or a sweep removes, and which
+//! a legal hold keeps.
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, TimeUnit};
+use memchr::memmem;
+
+use crate::Result;
+use crate::files::DataFile;
+use crate::policy::Hold;
+use crate::rewrite::RowFilter;
+use auditlake_schemas::erasure::ErasedUsers;
+use auditlake_schemas::tables;
+
+/// Tables that hold users' data, in the order erasure visits them. `apps`
+/// (the app registry) names no user.
+pub const USER_TABLES: [&str; 6] = [
+    tables::API_ACCESS,
+    tables::GRANTS,
+    tables::DELETIONS,
+    tables::QUARANTINE,
+    tables::FINDINGS,
+    tables::OBLIGATIONS,
+];
+
+/// Columns that give a row's time, in order of preference.
+pub const TIME_COLUMNS: [&str; 5] = [
+    "event_time",
+    "window_start",
+    "created_at",
+    "ingested_at",
+    "evaluated_at",
+];
+
+/// Every column a filter may read.
+pub const FILTER_COLUMNS: [&str; 8] = [
+    "user_id",
+    "app_id",
+    "raw",
+    "event_time",
+    "window_start",
+    "created_at",
+    "ingested_at",
+    "evaluated_at",
+];
+
+/// The columns of one batch a filter looks at.
+pub struct Cols {
+    user: Option<ArrayRef>,
+    app: Option<ArrayRef>,
+    raw: Option<ArrayRef>,
+    times: Vec<ArrayRef>,
+    /// Rows are raw messages (`quarantine`): ids are searched in the bytes.
+    pub raw_only: bool,
+}
+
+impl Cols {
+    /// The filter columns of `batch` (of `table`), cast to plain types.
+    pub fn of(table: &str, batch: &RecordBatch) -> Result<Self> {
+        let get = |name: &str, to: &DataType| -> Result<Option<ArrayRef>> {
+            Ok(match batch.column_by_name(name) {
+                Some(c) => Some(arrow::compute::cast(c, to)?),
+                None => None,
+            })
+        };
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let mut times = Vec::new();
+        for name in TIME_COLUMNS {
+            if let Some(c) = get(name, &ts)? {
+                times.push(c);
+            }
+        }
+        Ok(Self {
+            user: get("user_id", &DataType::Utf8)?,
+            app: get("app_id", &DataType::Utf8)?,
+            raw: get("raw", &DataType::Binary)?,
+            times,
+            raw_only: table == tables::QUARANTINE,
+        })
+    }
+
+    /// `user_id` of row `i`.
+    pub fn user(&self, i: usize) -> Option<&str> {
+        let a = self.user.as_ref()?.as_string::<i32>();
+        a.is_valid(i).then(|| a.value(i))
+    }
+
+    /// `app_id` of row `i`.
+    pub fn app(&self, i: usize) -> Option<&str> {
+        let a = self.app.as_ref()?.as_string::<i32>();
+        a.is_valid(i).then(|| a.value(i))
+    }
+
+    /// `raw` bytes of row `i`.
+    pub fn raw(&self, i: usize) -> Option<&[u8]> {
+        let a = self.raw.as_ref()?.as_binary::<i32>();
+        a.is_valid(i).then(|| a.value(i))
+    }
+
+    /// The row's time (UTC microseconds): its first non-null time column.
+    pub fn time(&self, i: usize) -> Option<i64> {
+        self.times.iter().find_map(|c| {
+            let a = c.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            a.is_valid(i).then(|| a.value(i))
+        })
+    }
+
+    fn raw_mentions(&self, i: usize, needle: &str) -> bool {
+        self.raw(i)
+            .is_some_and(|r| memmem::find(r, needle.as_bytes()).is_some())
+    }
+
+    /// Whether row `i` has this user (and app): by columns, or for raw
+    /// messages by the bytes mentioning them.
+    pub fn is_users(&self, i: usize, user: &str, app: Option<&str>) -> bool {
+        if self.raw_only {
+            self.raw_mentions(i, user) && app.is_none_or(|a| self.raw_mentions(i, a))
+        } else {
+            self.user(i) == Some(user) && app.is_none_or(|a| self.app(i) == Some(a))
+        }
+    }
+
+    /// The first hold covering row `i`.
+    pub fn held_by<'h>(&self, i: usize, holds: &'h [Hold]) -> Option<&'h Hold> {
+        holds.iter().find(|h| {
+            let (app, user) = if self.raw_only {
+                (
+                    h.app.as_deref().filter(|a| self.raw_mentions(i, a)),
+                    h.user.as_deref().filter(|u| self.raw_mentions(i, u)),
+                )
+            } else {
+                (self.app(i), self.user(i))
+            };
+            h.covers(app, user, self.time(i))
+        })
+    }
+}
+
+/// Whether a hold may cover rows of `file` (by day and statistics).
+pub fn hold_may_cover(hold: &Hold, table: &str, file: &DataFile) -> bool {
+    let raw = table == tables::QUARANTINE;
+    file.date.is_none_or(|d| hold.may_cover_day(d))
+        && hold
+            .app
+            .as_deref()
+            .is_none_or(|a| raw || file.may_hold("app_id", a))
+        && hold
+            .user
+            .as_deref()
+            .is_none_or(|u| raw || file.may_hold("user_id", u))
+}
+
+/// The erasure of one user (plaintext), optionally from one app.
+pub struct UserFilter {
+    /// Table being filtered.
+    pub table: String,
+    /// The user id.
+    pub user: String,
+    /// Only this app's rows.
+    pub app: Option<String>,
+    /// Holds: covered rows are never doomed (they are counted instead).
+    pub holds: Vec<Hold>,
+}
+
+impl UserFilter {
+    /// Whether `file` may hold the user's rows, by partition statistics.
+    pub fn may_match(&self, file: &DataFile) -> bool {
+        if self.table == tables::QUARANTINE {
+            return true;
+        }
+        file.may_hold("user_id", &self.user)
+            && self
+                .app
+                .as_deref()
+                .is_none_or(|a| file.may_hold("app_id", a))
+    }
+
+    /// The user's rows in `batch`, and among them the held ones.
+    pub fn matches(&self, batch: &RecordBatch) -> Result<(BooleanArray, BooleanArray)> {
+        let c = Cols::of(&self.table, batch)?;
+        let mut doomed = Vec::with_capacity(batch.num_rows());
+        let mut held = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let mine = c.is_users(i, &self.user, self.app.as_deref());
+            let h = mine && c.held_by(i, &self.holds).is_some();
+            doomed.push(Some(mine && !h));
+            held.push(Some(h));
+        }
+        Ok((doomed.into_iter().collect(), held.into_iter().collect()))
+    }
+}
+
+impl RowFilter for UserFilter {
+    fn columns(&self) -> Vec<&'static str> {
+        FILTER_COLUMNS.to_vec()
+    }
+    fn doomed(&self, _file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
+        Ok(self.matches(batch)?.0)
+    }
+}
+
+/// A sweep's filter for one table: rows past the table's cutoff day, and
+/// rows of erased users (by keyed hash), except rows under a hold.
+pub struct SweepFilter<'a> {
+    /// Table being filtered.
+    pub table: String,
+    /// First day kept (`None`: no expiry for this table).
+    pub cutoff: Option<i32>,
+    /// Legal holds.
+    pub holds: Vec<Hold>,
+    /// Erased users (`None` or empty: no erasure pass).
+    pub erased: Option<&'a ErasedUsers>,
+}
+
+impl SweepFilter<'_> {
+    /// Whether every row of `file` is past the cutoff.
+    pub fn file_expired(&self, file: &DataFile) -> bool {
+        matches!((self.cutoff, file.date), (Some(c), Some(d)) if d < c)
+    }
+}
+
+impl RowFilter for SweepFilter<'_> {
+    fn columns(&self) -> Vec<&'static str> {
+        FILTER_COLUMNS.to_vec()
+    }
+    fn doomed(&self, file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
+        let expired = self.file_expired(file);
+        let erased = match self.erased {
+            Some(e) if !e.is_empty() => e.doomed_rows(&self.table, batch)?,
+            _ => None,
+        };
+        let c = Cols::of(&self.table, batch)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let gone = expired || erased.as_ref().is_some_and(|m| m.value(i));
+                Some(gone && c.held_by(i, &self.holds).is_none())
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,289 @@
+//! `retention sweep`: delete what is past its time, finish pending erasures,
+//! make it physical, verify, record evidence.
+//!
+//! ```text
+//! per table (policy `keep`, and every user table when tombstones exist):
+//!   partition day < cutoff, no hold can touch it -> retire the whole file (no read)
+//!   partition day < cutoff, a hold may cover it  -> rewrite, keeping held rows
+//!   tombstones exist                             -> rewrite files holding rows
+//!                                                   whose user_id hashes to an
+//!                                                   erased user (keyed hash)
+//!   -> one commit per table (retried on conflicts with ingest or detect)
+//!   -> purge: retired/tombstoned/old orphan files, checkpoint, old log files
+//! verify (tombstones by hash, retention, evidence chain) -> evidence record
+//! ```
+//!
+//! `--dry-run` reads what it must to count rows and reports tables,
+//! partitions, files, rows and bytes, writing nothing (no commit, no
+//! deletion, no evidence). Safe beside a running ingest: ingest's blind
+//! appends do not conflict with the sweep's commit, a conflicting commit
+//! (detect replacing `findings`) reruns the table's step from a fresh
+//! snapshot, and files younger than the orphan grace are never deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::evidence::{self, EvidenceRecord};
+use crate::files;
+use crate::filters::{SweepFilter, USER_TABLES, hold_may_cover};
+use crate::policy::{Policy, SWEEPABLE_TABLES};
+use crate::purge::{self, DEFAULT_ORPHAN_GRACE, PurgeMetrics, PurgeOptions};
+use crate::rewrite::{self, FileAction, RewriteMetrics};
+use crate::verify::{Verify, VerifyReport, day_name};
+use crate::{NoProgress, Progress, Result, retry};
+use auditlake_schemas::Lake;
+use auditlake_schemas::erasure::{self, ErasedUsers};
+use auditlake_schemas::lake::WriteOptions;
+
+/// A sweep; see the module doc.
+pub struct Sweep {
+    lake: Lake,
+    policy: Policy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    opts: WriteOptions,
+    orphan_grace: TimeDelta,
+    progress: Arc<dyn Progress>,
+}
+
+/// What a sweep did (or would do) to one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableSweep {
+    /// First day kept (`YYYY-MM-DD`), if the policy gives the table a keep time.
+    pub keeps_from: Option<String>,
+    /// Retired and rewritten files, rows and bytes.
+    pub rewrite: RewriteMetrics,
+    /// Objects deleted from the store.
+    pub purge: PurgeMetrics,
+}
+
+/// The result of a sweep.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Per table.
+    pub tables: BTreeMap<String, TableSweep>,
+    /// Tombstones applied.
+    pub erasures: usize,
+    /// The verification after the sweep (not in a dry run).
+    pub verify: Option<VerifyReport>,
+    /// The evidence record's sequence number.
+    pub evidence_seq: Option<i64>,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+impl SweepReport {
+    /// Whether the sweep's verification passed (a dry run passes).
+    pub fn passed(&self) -> bool {
+        self.verify.as_ref().is_none_or(VerifyReport::passed)
+    }
+
+    /// Rows removed (or that would be), over all tables.
+    pub fn rows_removed(&self) -> u64 {
+        self.tables.values().map(|t| t.rewrite.rows_removed).sum()
+    }
+}
+
+impl Sweep {
+    /// A sweep of `lake` under `policy` at `now`.
+    pub fn new(lake: Lake, policy: Policy, now: DateTime<Utc>) -> Self {
+        Self {
+            lake,
+            policy,
+            now,
+            dry_run: false,
+            opts: WriteOptions::default(),
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Report only; change nothing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// How rewritten files are written.
+    pub fn with_write_options(mut self, opts: WriteOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Age below which unreferenced, never-committed files are left alone.
+    pub fn with_orphan_grace(mut self, grace: TimeDelta) -> Self {
+        self.orphan_grace = grace;
+        self
+    }
+
+    /// Progress reporting.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Runs the sweep.
+    pub async fn execute(self) -> Result<SweepReport> {
+        let started = Instant::now();
+        let lake = &self.lake;
+        let erased: ErasedUsers = erasure::load_erased(lake).await?;
+        let mut report = SweepReport {
+            dry_run: self.dry_run,
+            erasures: erased.len(),
+            ..SweepReport::default()
+        };
+        let meta: HashMap<String, serde_json::Value> = HashMap::from([(
+            "auditlake".to_string(),
+            serde_json::json!({"operation": "retention sweep", "policy_sha256": self.policy.sha256}),
+        )]);
+        let purge_opts = PurgeOptions {
+            now: self.now,
+            orphan_grace: self.orphan_grace,
+            compact_log: true,
+            dry_run: self.dry_run,
+        };
+
+        let tables: Vec<&str> = SWEEPABLE_TABLES
+            .into_iter()
+            .filter(|t| {
+                self.policy.tables.contains_key(*t)
+                    || (!erased.is_empty() && USER_TABLES.contains(t))
+            })
+            .collect();
+        self.progress.start("sweep", tables.len() as u64);
+        for table in tables {
+            let cutoff = self.policy.cutoff_date(table, self.now);
+            let holds: Vec<_> = self.policy.holds.clone();
+            let filter = SweepFilter {
+                table: table.to_string(),
+                cutoff,
+                holds: holds.clone(),
+                erased: (!erased.is_empty() && USER_TABLES.contains(&table)).then_some(&erased),
+            };
+            let rewrite = retry(table, || async {
+                let Some(t) = lake.table(table).await? else {
+                    return Ok(RewriteMetrics::default());
+                };
+                let mut plan = Vec::new();
+                for f in files::data_files(&t, table)? {
+                    let held = holds.iter().any(|h| hold_may_cover(h, table, &f));
+                    if filter.file_expired(&f) && !held {
+                        plan.push((f, FileAction::Drop));
+                    } else if filter.file_expired(&f) || filter.erased.is_some() {
+                        plan.push((f, FileAction::Filter));
+                    }
+                }
+                rewrite::apply(
+                    table,
+                    &t,
+                    &plan,
+                    &filter,
+                    &self.opts,
+                    meta.clone(),
+                    self.dry_run,
+                )
+                .await
+            })
+            .await?;
+            let retired: HashMap<String, Option<String>> = rewrite
+                .retired
+                .iter()
+                .map(|f| (format!("{table}/{}", f.path), f.sha256.clone()))
+                .collect();
+            let touched = rewrite.rows_removed > 0 || !erased.is_empty();
+            let opts = PurgeOptions {
+                compact_log: touched,
+                ..purge_opts.clone()
+            };
+            let purge = if self.dry_run {
+                // Files this sweep would retire are still referenced: list them too.
+                let mut p = retry(table, || purge::purge(lake, table, &retired, &opts)).await?;
+                for f in &rewrite.retired {
+                    p.deleted.push(evidence::RemovedObject {
+                        path: format!("{table}/{}", f.path),
+                        bytes: f.bytes,
+                        sha256: f.sha256.clone().unwrap_or_default(),
+                        why: "would retire".into(),
+                    });
+                }
+                p
+            } else {
+                retry(table, || purge::purge(lake, table, &retired, &opts)).await?
+            };
+            report.tables.insert(
+                table.to_string(),
+                TableSweep {
+                    keeps_from: cutoff.map(day_name),
+                    rewrite,
+                    purge,
+                },
+            );
+            self.progress.advance(1);
+        }
+        self.progress.finish();
+        if self.dry_run {
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+
+        let verify = Verify::new(lake.clone(), self.now)
+            .with_policy(self.policy.clone())
+            .with_evidence(false)
+            .with_progress(self.progress.clone())
+            .execute()
+            .await?;
+
+        let mut rec = EvidenceRecord::new("sweep", self.now);
+        rec.outcome = if verify.passed() { "ok" } else { "failed" }.into();
+        rec.policy_sha256 = Some(self.policy.sha256.clone());
+        for (t, ts) in &report.tables {
+            if let Some(day) = &ts.keeps_from {
+                rec.predicates.push(format!("{t}: date < {day}"));
+            }
+        }
+        if !erased.is_empty() {
+            rec.predicates.push(format!(
+                "user tables: keyed hash of user_id in the {} erasure tombstones",
+                erased.len()
+            ));
+        }
+        for h in &self.policy.holds {
+            rec.predicates
+                .push(format!("except rows under {}", h.describe()));
+        }
+        for (t, ts) in &report.tables {
+            if ts.rewrite.rows_removed > 0 {
+                rec.rows_removed.insert(t.clone(), ts.rewrite.rows_removed);
+            }
+            for o in &ts.purge.deleted {
+                let mut o = o.clone();
+                if o.why == "retired" {
+                    o.why = "swept".into();
+                }
+                rec.objects_removed.push(o);
+            }
+        }
+        rec.checks = verify.checks.clone();
+        rec.metrics = serde_json::json!({
+            "tables": report.tables.iter().map(|(t, ts)| (t.clone(), serde_json::json!({
+                "files_retired": ts.rewrite.retired.len(),
+                "files_written": ts.rewrite.written.len(),
+                "partitions": ts.rewrite.partitions,
+                "rows_removed": ts.rewrite.rows_removed,
+                "checkpoint_version": ts.purge.checkpoint_version,
+            }))).collect::<BTreeMap<_, _>>(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        let (seq, _) = evidence::append(lake, rec).await?;
+        report.evidence_seq = Some(seq);
+        report.verify = Some(verify);
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}

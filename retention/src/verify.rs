@@ -1,0 +1,479 @@
+//! `retention verify`: read back every object under the lake root and check
+//! that what must be gone is gone.
+//!
+//! ```text
+//! list the root (every object: data files referenced or not, _delta_log
+//! commits and checkpoints, anything else)  --> per object, in parallel:
+//!   erased_user_bytes   (--user U)         the plaintext U nowhere: raw bytes,
+//!                                          and inside every decompressed page
+//!   erased_user_rows    (--user U --app A) no row of (U, A) in any data file
+//!   erased_users_hashed (tombstones exist) no user_id / raw message / log or
+//!                                          checkpoint token whose keyed hash is
+//!                                          an erased user's
+//!   retention           (--policy)         no data file past its table's keep
+//!                                          time, unless every row is held
+//! then: evidence_chain (the evidence table's hash chain is intact)
+//! ```
+//!
+//! What the keyed-hash check cannot see: without the plaintext, an id is
+//! only recognised where it stands as a whole token (a `user_id` value, a
+//! JSON string, a run of id characters in a raw message or in the log's
+//! statistics); an id buried inside a longer string is found only by
+//! `--user`. An app-scoped erasure leaves the user's other apps' rows, and
+//! with them the id in statistics, so `--user U --app A` checks rows only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use memchr::memmem::Finder;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+
+use crate::evidence::{self, Check, EvidenceRecord};
+use crate::files::{self, DataFile, date_in_path};
+use crate::filters::{Cols, FILTER_COLUMNS, USER_TABLES, hold_may_cover};
+use crate::policy::Policy;
+use crate::scan::{self, HashedNeedles};
+use crate::{Error, NoProgress, Progress, Result};
+use auditlake_schemas::Lake;
+use auditlake_schemas::erasure::{self, ErasedUsers, ErasureKey};
+
+/// Objects fetched and scanned at once.
+pub const DEFAULT_PARALLELISM: usize = 4;
+
+/// A verification of the lake; see the module doc.
+pub struct Verify {
+    lake: Lake,
+    user: Option<String>,
+    app: Option<String>,
+    policy: Option<Policy>,
+    now: DateTime<Utc>,
+    record: bool,
+    parallelism: usize,
+    progress: Arc<dyn Progress>,
+}
+
+/// The result: every check, and how much was read.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Checks and their failures.
+    pub checks: Vec<Check>,
+    /// Objects read.
+    pub objects: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Unreferenced data files seen (not a failure by itself).
+    pub unreferenced: Vec<String>,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// Sequence number of the evidence record written, if any.
+    pub evidence_seq: Option<i64>,
+}
+
+impl VerifyReport {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// Every failure, as `check: detail` lines.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .flat_map(|c| c.failures.iter().map(move |f| format!("{}: {f}", c.name)))
+            .collect()
+    }
+}
+
+impl Verify {
+    /// A verification of `lake` at `now` (the time retention is judged at).
+    pub fn new(lake: Lake, now: DateTime<Utc>) -> Self {
+        Self {
+            lake,
+            user: None,
+            app: None,
+            policy: None,
+            now,
+            record: true,
+            parallelism: DEFAULT_PARALLELISM,
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Check that this user's id is nowhere (plaintext search).
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// With [`with_user`](Self::with_user): only the user's rows of this app.
+    pub fn with_app(mut self, app: impl Into<String>) -> Self {
+        self.app = Some(app.into());
+        self
+    }
+
+    /// Check retention times and holds of this policy.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Whether to append an evidence record (default yes).
+    pub fn with_evidence(mut self, record: bool) -> Self {
+        self.record = record;
+        self
+    }
+
+    /// Objects scanned at once.
+    pub fn with_parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
+    }
+
+    /// Progress reporting.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Runs every check; `Ok` even when checks fail (see
+    /// [`VerifyReport::passed`]).
+    pub async fn execute(self) -> Result<VerifyReport> {
+        let started = std::time::Instant::now();
+        if self.user.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::Usage("--user must not be empty".into()));
+        }
+        if self.app.is_some() && self.user.is_none() {
+            return Err(Error::Usage("--app needs --user".into()));
+        }
+        let lake = &self.lake;
+        let store = lake.object_store()?;
+        let listing: Vec<deltalake::ObjectMeta> = store.list(None).try_collect().await?;
+
+        // Tables: directories with a log. Their referenced files, read after
+        // the listing so a file committed meanwhile counts as referenced.
+        let mut tables: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
+        for meta in &listing {
+            let p = meta.location.as_ref();
+            if let Some((t, _)) = p.split_once("/_delta_log/")
+                && !t.contains('/')
+                && !tables.contains_key(t)
+            {
+                let files = match lake.table(t).await? {
+                    Some(table) => files::data_files(&table, t)?,
+                    None => Vec::new(),
+                };
+                tables.insert(t.to_string(), files);
+            }
+        }
+        let referenced: HashMap<String, DataFile> = tables
+            .iter()
+            .flat_map(|(t, fs)| {
+                fs.iter()
+                    .map(move |f| (format!("{t}/{}", f.path), f.clone()))
+            })
+            .collect();
+
+        let erased = Arc::new(erasure::load_erased(lake).await?);
+        let ctx = Arc::new(Ctx {
+            finder: match (&self.user, &self.app) {
+                (Some(u), None) => Some(Finder::new(u.as_bytes()).into_owned()),
+                _ => None,
+            },
+            user_app: match (&self.user, &self.app) {
+                (Some(u), Some(a)) => Some((u.clone(), a.clone())),
+                _ => None,
+            },
+            erased: (!erased.is_empty()).then(|| erased.clone()),
+            cutoffs: self
+                .policy
+                .as_ref()
+                .map(|p| {
+                    p.tables
+                        .keys()
+                        .filter_map(|t| p.cutoff_date(t, self.now).map(|c| (t.clone(), c)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            holds: self
+                .policy
+                .as_ref()
+                .map(|p| p.holds.clone())
+                .unwrap_or_default(),
+            table_names: tables.keys().cloned().collect(),
+        });
+
+        let total_bytes: u64 = listing.iter().map(|m| m.size).sum();
+        self.progress.start("verify", total_bytes);
+        let results: Vec<ObjectResult> = futures::stream::iter(listing.iter().cloned())
+            .map(|meta| {
+                let store = store.clone();
+                let ctx = ctx.clone();
+                let file = referenced.get(meta.location.as_ref()).cloned();
+                let progress = self.progress.clone();
+                async move {
+                    let bytes = match store.get(&meta.location).await {
+                        Ok(got) => got.bytes().await?,
+                        // Deleted between listing and reading (a concurrent purge).
+                        Err(object_store::Error::NotFound { .. }) => Bytes::new(),
+                        Err(e) => return Err(Error::from(e)),
+                    };
+                    let path = meta.location.to_string();
+                    let n = bytes.len() as u64;
+                    let r = tokio::task::spawn_blocking(move || ctx.check(&path, bytes, file))
+                        .await
+                        .map_err(|e| Error::Internal(format!("verify task: {e}")))??;
+                    progress.advance(n);
+                    Ok::<_, Error>(r)
+                }
+            })
+            .buffer_unordered(self.parallelism)
+            .try_collect()
+            .await?;
+        self.progress.finish();
+
+        let mut report = VerifyReport {
+            objects: listing.len(),
+            bytes: total_bytes,
+            ..VerifyReport::default()
+        };
+        let mut failures: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for r in &results {
+            for (check, why) in &r.failures {
+                failures
+                    .entry(check)
+                    .or_default()
+                    .push(format!("{}: {why}", r.path));
+            }
+            if r.unreferenced {
+                report.unreferenced.push(r.path.clone());
+            }
+        }
+        let mut check = |name: &'static str, detail: String| {
+            let mut f = failures.remove(name).unwrap_or_default();
+            f.sort();
+            report.checks.push(Check {
+                name: name.to_string(),
+                passed: f.is_empty(),
+                detail,
+                failures: f,
+            });
+        };
+        let scope = format!("{} objects, {} bytes", listing.len(), total_bytes);
+        if ctx.finder.is_some() {
+            check(
+                "erased_user_bytes",
+                format!("plaintext id in raw bytes and decompressed pages of {scope}"),
+            );
+        }
+        if ctx.user_app.is_some() {
+            check(
+                "erased_user_rows",
+                format!("rows of the user in the app, in every data file of {scope}"),
+            );
+        }
+        if ctx.erased.is_some() {
+            check(
+                "erased_users_hashed",
+                format!(
+                    "{} tombstones by keyed hash: user_id/raw columns, log and checkpoint tokens of {scope}",
+                    erased.len()
+                ),
+            );
+        }
+        if let Some(p) = &self.policy {
+            check(
+                "retention",
+                format!(
+                    "{} tables with keep times, {} holds, at {}",
+                    p.tables.len(),
+                    p.holds.len(),
+                    self.now.to_rfc3339()
+                ),
+            );
+        }
+        let (records, txn) = evidence::read(lake).await?;
+        let chain = evidence::check_chain(&records, txn);
+        report.checks.push(Check {
+            name: "evidence_chain".into(),
+            passed: chain.is_empty(),
+            detail: format!("{} evidence records", records.len()),
+            failures: chain
+                .into_iter()
+                .map(|f| format!("{}: {f}", evidence::EVIDENCE))
+                .collect(),
+        });
+        report.unreferenced.sort();
+        report.seconds = started.elapsed().as_secs_f64();
+
+        if self.record {
+            let mut rec = EvidenceRecord::new("verify", self.now);
+            rec.outcome = if report.passed() { "ok" } else { "failed" }.into();
+            rec.policy_sha256 = self.policy.as_ref().map(|p| p.sha256.clone());
+            if let Some(u) = &self.user {
+                let subject = subject(lake, u, self.app.as_deref()).await?;
+                rec.predicates.push(subject.clone());
+                rec.subject = Some(subject);
+            }
+            rec.checks = report.checks.clone();
+            rec.metrics = serde_json::json!({
+                "objects": report.objects,
+                "bytes": report.bytes,
+                "unreferenced": report.unreferenced.len(),
+                "seconds": report.seconds,
+            });
+            let (seq, _) = evidence::append(lake, rec).await?;
+            report.evidence_seq = Some(seq);
+        }
+        Ok(report)
+    }
+}
+
+/// How evidence names a user: by keyed hash (never the id). Without a key
+/// (nothing ever erased) the id cannot be named safely at all.
+pub async fn subject(lake: &Lake, user: &str, app: Option<&str>) -> Result<String> {
+    let hash = match ErasureKey::load(lake).await? {
+        Some(k) => format!("user_hash = {}", k.hash(user)),
+        None => "user_hash = (no erasure key in this lake; not recorded)".into(),
+    };
+    Ok(match app {
+        Some(a) => format!("{hash} AND app_id = {a:?}"),
+        None => hash,
+    })
+}
+
+struct Ctx {
+    finder: Option<Finder<'static>>,
+    user_app: Option<(String, String)>,
+    erased: Option<Arc<ErasedUsers>>,
+    cutoffs: HashMap<String, i32>,
+    holds: Vec<crate::policy::Hold>,
+    table_names: HashSet<String>,
+}
+
+struct ObjectResult {
+    path: String,
+    failures: Vec<(&'static str, String)>,
+    unreferenced: bool,
+}
+
+impl Ctx {
+    fn check(&self, path: &str, bytes: Bytes, file: Option<DataFile>) -> Result<ObjectResult> {
+        let mut out = ObjectResult {
+            path: path.to_string(),
+            failures: Vec::new(),
+            unreferenced: false,
+        };
+        let (table, in_log) = match path.split_once('/') {
+            Some((t, rest)) if self.table_names.contains(t) => {
+                (Some(t), rest.starts_with("_delta_log/"))
+            }
+            _ => (None, false),
+        };
+        let parquet = scan::is_parquet(&bytes);
+        let data_file = table.is_some() && !in_log && parquet;
+        out.unreferenced = data_file && file.is_none();
+
+        if let Some(f) = &self.finder
+            && let Some(place) = scan::find_plain(path, &bytes, f)?
+        {
+            out.failures
+                .push(("erased_user_bytes", format!("the user's id in {place}")));
+        }
+        if let (Some((user, app)), Some(t), true) = (&self.user_app, table, data_file) {
+            let n = count_rows(path, t, &bytes, |c, i| c.is_users(i, user, Some(app)))?;
+            if n > 0 {
+                out.failures.push((
+                    "erased_user_rows",
+                    format!("{n} row(s) of the user in the app"),
+                ));
+            }
+        }
+        if let Some(erased) = &self.erased {
+            let own = table.is_some_and(|t| t == evidence::EVIDENCE || t == erasure::ERASURES);
+            if data_file && !own {
+                let t = table.unwrap_or_default();
+                let n = scan::erased_rows_in_data(path, t, &bytes, erased)?;
+                if n > 0 {
+                    out.failures
+                        .push(("erased_users_hashed", format!("{n} row(s) of erased users")));
+                }
+            } else if !data_file && let Some(mut needles) = HashedNeedles::new(erased) {
+                let place = if parquet {
+                    needles.find_in_parquet_strings(path, &bytes)?
+                } else {
+                    needles.find_in_text(&bytes)
+                };
+                if let Some(place) = place {
+                    out.failures.push(("erased_users_hashed", place));
+                }
+            }
+        }
+        if let (Some(t), true) = (table, data_file)
+            && let Some(cutoff) = self.cutoffs.get(t)
+        {
+            let date = file
+                .as_ref()
+                .and_then(|f| f.date)
+                .or_else(|| date_in_path(path));
+            if let Some(d) = date.filter(|d| d < cutoff) {
+                let day = day_name(d);
+                match &file {
+                    None => out.failures.push((
+                        "retention",
+                        format!(
+                            "unreferenced data file of day {day}, past retention, still stored"
+                        ),
+                    )),
+                    Some(f) if !self.holds.iter().any(|h| hold_may_cover(h, t, f)) => {
+                        out.failures.push((
+                            "retention",
+                            format!("day {day} is past retention and no hold covers it"),
+                        ));
+                    }
+                    Some(_) => {
+                        let n = count_rows(path, t, &bytes, |c, i| {
+                            c.held_by(i, &self.holds).is_none()
+                        })?;
+                        if n > 0 {
+                            out.failures.push((
+                                "retention",
+                                format!("{n} row(s) of day {day} past retention and not held"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn count_rows(
+    path: &str,
+    table: &str,
+    bytes: &Bytes,
+    pred: impl Fn(&Cols, usize) -> bool,
+) -> Result<u64> {
+    let mut n = 0;
+    for b in files::decode(path, bytes.clone(), Some(&FILTER_COLUMNS), None)? {
+        let c = Cols::of(table, &b)?;
+        n += (0..b.num_rows()).filter(|i| pred(&c, *i)).count() as u64;
+    }
+    Ok(n)
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_name(days: i32) -> String {
+    DateTime::from_timestamp(i64::from(days) * 86_400, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| days.to_string())
+}
+
+/// Whether `table` holds users' data.
+pub fn is_user_table(table: &str) -> bool {
+    USER_TABLES.contains(&table)
+}
