@@ -55,6 +55,7 @@ pub struct Erase {
     now: DateTime<Utc>,
     opts: WriteOptions,
     orphan_grace: TimeDelta,
+    wall_now: Option<DateTime<Utc>>,
     verify: bool,
     progress: Arc<dyn Progress>,
 }
@@ -122,6 +123,7 @@ impl Erase {
             now,
             opts: WriteOptions::default(),
             orphan_grace: DEFAULT_ORPHAN_GRACE,
+            wall_now: None,
             verify: true,
             progress: Arc::new(NoProgress),
         }
@@ -154,6 +156,13 @@ impl Erase {
     /// Age below which unreferenced, never-committed files are left alone.
     pub fn with_orphan_grace(mut self, grace: TimeDelta) -> Self {
         self.orphan_grace = grace;
+        self
+    }
+
+    /// The wall-clock time that object ages are measured against (default:
+    /// the operation's `now`; the CLI passes the real time).
+    pub fn with_wall_clock(mut self, wall_now: DateTime<Utc>) -> Self {
+        self.wall_now = Some(wall_now);
         self
     }
 
@@ -300,7 +309,7 @@ impl Erase {
         // crashed after its commit.
         let started = Instant::now();
         let opts = PurgeOptions {
-            now: self.now,
+            wall_now: self.wall_now.unwrap_or(self.now),
             orphan_grace: self.orphan_grace,
             compact_log: true,
             dry_run: false,

@@ -38,8 +38,10 @@ pub const DEFAULT_ORPHAN_GRACE: TimeDelta = TimeDelta::hours(1);
 /// Options of a purge.
 #[derive(Debug, Clone)]
 pub struct PurgeOptions {
-    /// The operation's time: orphans last modified before `now - grace` go.
-    pub now: DateTime<Utc>,
+    /// Wall-clock time: orphans last modified before `wall_now - grace` go.
+    /// (Object ages are physical; the operation's logical `now` may be
+    /// anything.)
+    pub wall_now: DateTime<Utc>,
     /// See [`DEFAULT_ORPHAN_GRACE`].
     pub orphan_grace: TimeDelta,
     /// Checkpoint and delete older log files.
@@ -91,7 +93,7 @@ pub async fn purge(
     drop(stream);
 
     let mut m = PurgeMetrics::default();
-    let cutoff = opts.now - opts.orphan_grace;
+    let cutoff = opts.wall_now - opts.orphan_grace;
     for meta in &listing {
         let path = meta.location.to_string();
         if path.starts_with(&log_prefix) || referenced.contains(&path) {

@@ -47,6 +47,7 @@ pub struct Sweep {
     dry_run: bool,
     opts: WriteOptions,
     orphan_grace: TimeDelta,
+    wall_now: Option<DateTime<Utc>>,
     progress: Arc<dyn Progress>,
 }
 
@@ -100,6 +101,7 @@ impl Sweep {
             dry_run: false,
             opts: WriteOptions::default(),
             orphan_grace: DEFAULT_ORPHAN_GRACE,
+            wall_now: None,
             progress: Arc::new(NoProgress),
         }
     }
@@ -119,6 +121,13 @@ impl Sweep {
     /// Age below which unreferenced, never-committed files are left alone.
     pub fn with_orphan_grace(mut self, grace: TimeDelta) -> Self {
         self.orphan_grace = grace;
+        self
+    }
+
+    /// The wall-clock time that object ages are measured against (default:
+    /// the operation's `now`; the CLI passes the real time).
+    pub fn with_wall_clock(mut self, wall_now: DateTime<Utc>) -> Self {
+        self.wall_now = Some(wall_now);
         self
     }
 
@@ -143,7 +152,7 @@ impl Sweep {
             serde_json::json!({"operation": "retention sweep", "policy_sha256": self.policy.sha256}),
         )]);
         let purge_opts = PurgeOptions {
-            now: self.now,
+            wall_now: self.wall_now.unwrap_or(self.now),
             orphan_grace: self.orphan_grace,
             compact_log: true,
             dry_run: self.dry_run,

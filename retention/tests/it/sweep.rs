@@ -1,0 +1,126 @@
+//! `Sweep`: whole expired partitions go, held rows stay, `--dry-run` changes
+//! nothing, tombstones are applied to rows that came back.
+
+use auditlake_retention::{Policy, Sweep, Verify};
+use auditlake_schemas::Lake;
+
+use crate::fixture::{self, now};
+
+const POLICY: &str = r#"
+[tables.api_access]
+keep = "10d"
+[tables.grants]
+keep = "10d"
+[tables.quarantine]
+keep = "1d"
+
+[[holds]]
+reason = "regulator inquiry 2026-88"
+app = "app-2"
+"#;
+
+#[tokio::test]
+async fn sweep_deletes_expired_partitions_except_held_rows_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    let policy = Policy::parse(POLICY, "p.toml").unwrap();
+    // Keep 10 days at 2026-11-16T12:00Z: days before 2026-11-06 are past.
+    let t = now("2026-11-16T12:00:00Z");
+
+    let q = |sql: String| {
+        let lake = lake.clone();
+        async move {
+            let ctx = auditlake_query::session(&lake).await.unwrap();
+            let b = auditlake_query::run_sql(&ctx, &sql).await.unwrap();
+            let c =
+                arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&c).value(0) as u64
+        }
+    };
+    let old = "date < DATE '2026-11-06'";
+    let count = |table: &str, cond: &str| q(format!("SELECT count(*) FROM {table} WHERE {cond}"));
+    let expired = count("api_access", &format!("{old} AND app_id <> 'app-2'")).await;
+    let held = count("api_access", &format!("{old} AND app_id = 'app-2'")).await;
+    let recent = count("api_access", "date >= DATE '2026-11-06'").await;
+    let expired_grants = count("grants", &format!("{old} AND app_id <> 'app-2'")).await;
+    assert!(expired > 0 && held > 0 && recent > 0 && expired_grants > 0);
+
+    let before = fixture::listing(&lake).await;
+    let dry = Sweep::new(lake.clone(), policy.clone(), t)
+        .with_dry_run(true)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        fixture::listing(&lake).await,
+        before,
+        "a dry run changes nothing"
+    );
+    assert_eq!(dry.tables["api_access"].rewrite.rows_removed, expired);
+    assert_eq!(dry.tables["grants"].rewrite.rows_removed, expired_grants);
+    assert_eq!(dry.tables["api_access"].rewrite.partitions.len(), 5);
+    assert!(dry.evidence_seq.is_none());
+
+    let report = Sweep::new(lake.clone(), policy.clone(), t)
+        .execute()
+        .await
+        .unwrap();
+    assert!(
+        report.passed(),
+        "{:?}",
+        report.verify.as_ref().map(|v| v.failures())
+    );
+    assert_eq!(report.rows_removed(), dry.rows_removed());
+
+    assert_eq!(
+        count("api_access", &format!("{old} AND app_id <> 'app-2'")).await,
+        0
+    );
+    assert_eq!(
+        count("api_access", &format!("{old} AND app_id = 'app-2'")).await,
+        held
+    );
+    assert_eq!(
+        count("api_access", "date >= DATE '2026-11-06'").await,
+        recent
+    );
+    assert_eq!(count("apps", "true").await, 4, "apps has no keep time");
+
+    // The evidence names the hold and the policy.
+    let (records, _) = auditlake_retention::evidence::read(&lake).await.unwrap();
+    let rec: auditlake_retention::EvidenceRecord =
+        serde_json::from_str(&records.last().unwrap().json).unwrap();
+    assert_eq!(rec.kind, "sweep");
+    assert_eq!(rec.policy_sha256.as_deref(), Some(policy.sha256.as_str()));
+    assert!(
+        rec.predicates
+            .iter()
+            .any(|p| p.contains("regulator inquiry"))
+    );
+    assert_eq!(rec.rows_removed["api_access"], expired);
+
+    // Verify with the policy passes now; a sweep again removes nothing.
+    let v = Verify::new(lake.clone(), t)
+        .with_policy(policy.clone())
+        .execute()
+        .await
+        .unwrap();
+    assert!(v.passed(), "{:?}", v.failures());
+    let again = Sweep::new(lake.clone(), policy.clone(), t)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(again.rows_removed(), 0);
+
+    // Without the hold, verify at the same time reports the held rows.
+    let no_hold = Policy::parse(POLICY.split("[[holds]]").next().unwrap(), "p.toml").unwrap();
+    let v = Verify::new(lake.clone(), t)
+        .with_policy(no_hold)
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(!v.passed());
+    assert!(v.failures().iter().all(|f| f.starts_with("retention: api_access/") || f.starts_with("retention: grants/")), "{:?}", v.failures());
+}

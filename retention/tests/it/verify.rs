@@ -1,0 +1,107 @@
+//! `Verify` fails, naming the object, when an erased user's data comes back.
+
+use auditlake_retention::{Erase, Verify};
+use auditlake_schemas::Lake;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use crate::fixture::{self, VICTIM, now};
+
+#[tokio::test]
+async fn a_planted_copy_of_an_old_data_file_fails_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+
+    // Keep a copy of a data file holding the victim, from before the erasure.
+    let store = lake.object_store().unwrap();
+    let holder = fixture::objects_containing(&lake, VICTIM)
+        .await
+        .into_iter()
+        .find(|p| p.starts_with("api_access/date=") && p.ends_with(".parquet"))
+        .unwrap();
+    let copy = store
+        .get(&holder.as_str().into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    let t = now("2026-11-20T00:00:00Z");
+    let (outcome, _) = Erase::new(lake.clone(), VICTIM, t).execute().await.unwrap();
+    assert!(outcome.passed());
+
+    let planted = holder.replace(".parquet", "-restored-from-backup.parquet");
+    store
+        .put(&planted.as_str().into(), PutPayload::from(copy))
+        .await
+        .unwrap();
+
+    // By plaintext.
+    let report = Verify::new(lake.clone(), t)
+        .with_user(VICTIM)
+        .execute()
+        .await
+        .unwrap();
+    assert!(!report.passed());
+    let failures = report.failures();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with(&format!("erased_user_bytes: {planted}: "))),
+        "{failures:?}"
+    );
+    // By keyed hash alone (no plaintext given).
+    let report = Verify::new(lake.clone(), t).execute().await.unwrap();
+    assert!(!report.passed());
+    assert!(
+        report
+            .failures()
+            .iter()
+            .any(|f| f.starts_with(&format!("erased_users_hashed: {planted}: "))),
+        "{:?}",
+        report.failures()
+    );
+    assert!(report.unreferenced.contains(&planted));
+
+    // A sweep's purge removes the orphan once it is older than the grace.
+    let policy = auditlake_retention::Policy::parse("", "p.toml").unwrap();
+    let sweep = auditlake_retention::Sweep::new(lake.clone(), policy, t)
+        .with_wall_clock(chrono::Utc::now() + chrono::TimeDelta::hours(2))
+        .execute()
+        .await
+        .unwrap();
+    assert!(sweep.passed(), "{:?}", sweep.verify.map(|v| v.failures()));
+    assert!(fixture::objects_containing(&lake, VICTIM).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_tampered_evidence_chain_fails_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    let t = now("2026-11-20T00:00:00Z");
+    Erase::new(lake.clone(), VICTIM, t).execute().await.unwrap();
+    let report = Verify::new(lake.clone(), t).execute().await.unwrap();
+    assert!(report.passed(), "{:?}", report.failures());
+
+    // Rewrite the evidence table without its first record.
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    let table = lake.require_table("retention_evidence").await.unwrap();
+    let (_, _) = table.delete().with_predicate("seq = 0").await.unwrap();
+    let _ = ctx;
+    let report = Verify::new(lake.clone(), t)
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(!report.passed());
+    assert!(
+        report
+            .failures()
+            .iter()
+            .any(|f| f.starts_with("evidence_chain:")),
+        "{:?}",
+        report.failures()
+    );
+}
