@@ -34,6 +34,8 @@ enum Command {
     Ingest(commands::ingest::Args),
     /// Run one SQL query over the lake.
     Sql(commands::sql::Args),
+    /// Retention: sweep by policy, erase a user physically, verify with evidence.
+    Retention(commands::retention::Args),
     /// Serve the lake read-only over the PostgreSQL wire protocol (psql, BI tools).
     Serve(commands::serve::Args),
 }
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ingest(args) => commands::ingest::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
+            Command::Retention(args) => commands::retention::run(args).await,
             Command::Serve(args) => commands::serve::run(args).await,
         }
     });

@@ -1,6 +1,7 @@
 //! One module per verb. Each has clap `Args` and `async fn run(Args) -> Result<ExitCode>`.
 
 pub mod ingest;
+pub mod retention;
 pub mod serve;
 pub mod sql;
 

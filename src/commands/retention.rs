@@ -1,0 +1,352 @@
+//! `auditlake retention sweep | erase | verify`: retention policy sweeps,
+//! physical erasure of a user, and verification with evidence.
+//!
+//! Exit codes: 0 success; 2 a verification check failed (the report names
+//! each failing object); 1 any other error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use auditlake_retention::{Erase, Policy, Progress, Sweep, Verify, VerifyReport};
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::{Args as ClapArgs, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::LakeArgs;
+
+/// Exit code of a run whose verification failed.
+pub const EXIT_VERIFY_FAILED: u8 = 2;
+
+/// Retention: sweep by policy, erase a user, verify what must be gone is gone.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Delete what is past its retention (except legal holds), finish pending
+    /// erasures, purge, verify and record evidence.
+    Sweep(SweepArgs),
+    /// Erase every row of one user from every table, physically, and prove it.
+    Erase(EraseArgs),
+    /// Read back every object under the lake root and check erasures,
+    /// retention and the evidence chain; exit 2 if a check fails.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+struct Common {
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// The time retention is judged at (RFC 3339); default: now.
+    #[arg(long, env = "AUDITLAKE_NOW", value_parser = parse_time)]
+    now: Option<DateTime<Utc>>,
+    /// Print the full report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+struct SweepArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The retention policy (TOML): keep times, deadlines, legal holds.
+    #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
+    policy: PathBuf,
+    /// Print what would be deleted (tables, partitions, files, rows, bytes); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Leave unreferenced, never-committed files younger than this alone
+    /// (a concurrent writer's file awaiting its commit), e.g. 1h, 30m.
+    #[arg(long, default_value = "1h", value_parser = parse_grace, env = "AUDITLAKE_ORPHAN_GRACE")]
+    orphan_grace: TimeDelta,
+}
+
+#[derive(Debug, ClapArgs)]
+struct EraseArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The user id to erase (it is never written to the lake; evidence names
+    /// the user by keyed hash).
+    #[arg(long)]
+    user: String,
+    /// Erase only the user's rows of this app.
+    #[arg(long)]
+    app: Option<String>,
+    /// Why: user_request, platform_order, unsubscribe, revoke or termination.
+    #[arg(long, value_parser = ["user_request", "platform_order", "unsubscribe", "revoke", "termination"])]
+    reason: Option<String>,
+    /// A policy whose legal holds the erasure must honour.
+    #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
+    policy: Option<PathBuf>,
+    /// See `sweep --orphan-grace`.
+    #[arg(long, default_value = "1h", value_parser = parse_grace, env = "AUDITLAKE_ORPHAN_GRACE")]
+    orphan_grace: TimeDelta,
+}
+
+#[derive(Debug, ClapArgs)]
+struct VerifyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Check that this user's id (in plaintext) is in no object at all.
+    /// Without it, erased users are checked by keyed hash only.
+    #[arg(long)]
+    user: Option<String>,
+    /// With --user: check only that no row of the user in this app remains.
+    #[arg(long, requires = "user")]
+    app: Option<String>,
+    /// Check keep times and legal holds of this policy too.
+    #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
+    policy: Option<PathBuf>,
+    /// Do not append an evidence record.
+    #[arg(long)]
+    no_evidence: bool,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2026-11-20T00:00:00Z): {e}"))
+}
+
+fn parse_grace(s: &str) -> Result<TimeDelta, String> {
+    auditlake_retention::policy::parse_duration(s)
+}
+
+fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
+    // The error already names the file and line.
+    Ok(Policy::load(path)?)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.verb {
+        Verb::Sweep(a) => sweep(a).await,
+        Verb::Erase(a) => erase(a).await,
+        Verb::Verify(a) => verify(a).await,
+    }
+}
+
+async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
+    // Validate the policy before touching the lake.
+    let policy = load_policy(&a.policy)?;
+    let lake = a.common.lake.open()?;
+    let wall = Utc::now();
+    let now = a.common.now.unwrap_or(wall);
+    let report = Sweep::new(lake, policy, now)
+        .with_dry_run(a.dry_run)
+        .with_orphan_grace(a.orphan_grace)
+        .with_wall_clock(wall)
+        .with_progress(Arc::new(Bar::default()))
+        .execute()
+        .await?;
+    if a.common.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if report.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        for (table, t) in &report.tables {
+            let bytes: u64 = t.rewrite.retired.iter().map(|f| f.bytes).sum();
+            println!(
+                "{table}: {verb} {} rows in {} files ({bytes} bytes) over {} partitions{}",
+                t.rewrite.rows_removed,
+                t.rewrite.retired.len(),
+                t.rewrite.partitions.len(),
+                t.keeps_from
+                    .as_ref()
+                    .map(|d| format!("; keeps from {d}"))
+                    .unwrap_or_default()
+            );
+            if report.dry_run {
+                for p in &t.rewrite.partitions {
+                    println!("  {table}/{p}");
+                }
+            }
+            let purged: Vec<_> = t
+                .purge
+                .deleted
+                .iter()
+                .filter(|o| o.why != "would retire")
+                .collect();
+            if !purged.is_empty() {
+                println!(
+                    "  {} {} objects from the store ({} bytes)",
+                    if report.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    },
+                    purged.len(),
+                    purged.iter().map(|o| o.bytes).sum::<u64>()
+                );
+            }
+        }
+        if report.erasures > 0 {
+            println!("applied {} erasure tombstones", report.erasures);
+        }
+        if let Some(v) = &report.verify {
+            print_verify(v);
+        }
+        if let Some(seq) = report.evidence_seq {
+            println!("evidence record {seq}");
+        }
+    }
+    Ok(exit(report.passed()))
+}
+
+async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
+    let policy = a.policy.as_deref().map(load_policy).transpose()?;
+    let lake = a.common.lake.open()?;
+    let wall = Utc::now();
+    let now = a.common.now.unwrap_or(wall);
+    let (outcome, metrics) = Erase::new(lake, a.user, now)
+        .with_app(a.app)
+        .with_reason(a.reason)
+        .with_policy(policy)
+        .with_orphan_grace(a.orphan_grace)
+        .with_wall_clock(wall)
+        .with_progress(Arc::new(Bar::default()))
+        .execute()
+        .await
+        .context("erase")?;
+    if a.common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "outcome": outcome,
+                "metrics": metrics,
+            }))?
+        );
+    } else {
+        println!(
+            "erased user {} ({}): {} rows removed, {} of {} files rewritten, {} objects deleted",
+            outcome.user_hash,
+            outcome.erasure_id,
+            metrics.rows_removed(),
+            metrics.files_rewritten(),
+            metrics.files_total,
+            metrics
+                .purges
+                .values()
+                .map(|p| p.deleted.len())
+                .sum::<usize>()
+        );
+        for (table, rows) in &outcome.rows_removed {
+            println!("  {table}: {rows} rows");
+        }
+        println!(
+            "  rewrite {:.2} s, purge {:.2} s, verify {:.2} s",
+            metrics.seconds_rewrite, metrics.seconds_purge, metrics.seconds_verify
+        );
+        if let Some(v) = &outcome.verify {
+            print_verify(v);
+        }
+        if let Some(seq) = outcome.evidence_seq {
+            println!("evidence record {seq}");
+        }
+    }
+    Ok(exit(outcome.passed()))
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let policy = a.policy.as_deref().map(load_policy).transpose()?;
+    let lake = a.common.lake.open()?;
+    let now = a.common.now.unwrap_or_else(Utc::now);
+    let mut v = Verify::new(lake, now)
+        .with_evidence(!a.no_evidence)
+        .with_progress(Arc::new(Bar::default()));
+    if let Some(u) = a.user {
+        v = v.with_user(u);
+    }
+    if let Some(app) = a.app {
+        v = v.with_app(app);
+    }
+    if let Some(p) = policy {
+        v = v.with_policy(p);
+    }
+    let report = v.execute().await?;
+    if a.common.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_verify(&report);
+        if let Some(seq) = report.evidence_seq {
+            println!("evidence record {seq}");
+        }
+    }
+    Ok(exit(report.passed()))
+}
+
+fn print_verify(v: &VerifyReport) {
+    println!(
+        "verify: {} objects, {} bytes read in {:.2} s",
+        v.objects, v.bytes, v.seconds
+    );
+    for c in &v.checks {
+        println!(
+            "  {} {}: {}",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+        for f in &c.failures {
+            println!("    {f}");
+        }
+    }
+    if !v.unreferenced.is_empty() {
+        println!(
+            "  note: {} unreferenced data files (removed by the next sweep once older than the grace)",
+            v.unreferenced.len()
+        );
+    }
+}
+
+fn exit(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_VERIFY_FAILED)
+    }
+}
+
+/// One progress bar per step, drawn only when stderr is a terminal.
+#[derive(Default)]
+struct Bar(Mutex<Option<ProgressBar>>);
+
+impl Progress for Bar {
+    fn start(&self, step: &str, total: u64) {
+        let bar = ProgressBar::new(total);
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        let template = if step == "verify" {
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        } else {
+            "{prefix:>8} [{bar:30}] {pos}/{len} tables"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(step.to_string());
+        *self.0.lock().expect("progress lock") = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &*self.0.lock().expect("progress lock") {
+            bar.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.0.lock().expect("progress lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
