@@ -34,6 +34,10 @@ enum Command {
     Ingest(commands::ingest::Args),
     /// Run one SQL query over the lake.
     Sql(commands::sql::Args),
+    /// Generate synthetic platform traffic with planted violations (files or Kafka).
+    Gen(commands::generate::Args),
+    /// Run the whole pipeline on the embedded default (no services needed).
+    Demo(commands::demo::Args),
     /// Retention: sweep by policy, erase a user physically, verify with evidence.
     Retention(commands::retention::Args),
     /// Serve the lake read-only over the PostgreSQL wire protocol (psql, BI tools).
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ingest(args) => commands::ingest::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
+            Command::Gen(args) => commands::generate::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
             Command::Retention(args) => commands::retention::run(args).await,
             Command::Serve(args) => commands::serve::run(args).await,
         }
