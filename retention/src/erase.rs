@@ -253,6 +253,7 @@ impl Erase {
                 t
             }
         };
+        crate::pause_point("tombstoned");
         let meta: HashMap<String, serde_json::Value> = HashMap::from([(
             "auditlake".to_string(),
             serde_json::json!({"operation": "retention erase", "erasure_id": tombstone.erasure_id}),

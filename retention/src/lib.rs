@@ -66,6 +66,24 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
+/// Environment variable naming a step at which retention stops and waits
+/// forever, for crash tests (`kill -9` at a known point). Test use only.
+pub const PAUSE_ENV: &str = "AUDITLAKE_RETENTION_PAUSE_AT";
+
+/// Crash-test hook: if [`PAUSE_ENV`] names `step`, say so on stderr and
+/// block forever (the test then kills the process). Steps: `tombstoned`,
+/// `written` (new files written, not committed), `committed` (before the
+/// purge), `purging` (after the first object deleted), `checkpointed`
+/// (before the old log files go).
+pub(crate) fn pause_point(step: &str) {
+    if std::env::var(PAUSE_ENV).is_ok_and(|v| v == step) {
+        eprintln!("auditlake-retention: paused at {step}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
 /// Attempts of one table's step before a conflict is reported.
 pub const STEP_ATTEMPTS: u32 = 8;
 

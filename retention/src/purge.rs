@@ -112,6 +112,9 @@ pub async fn purge(
         let known = retired.get(&path).cloned().flatten();
         m.deleted
             .push(delete(store.as_ref(), meta, known, why, opts.dry_run).await?);
+        if !opts.dry_run {
+            crate::pause_point("purging");
+        }
     }
 
     if opts.compact_log && !opts.dry_run {
@@ -121,6 +124,7 @@ pub async fn purge(
             .await
             .map_err(|e| Error::delta(table, "checkpoint", e))?;
         m.checkpoint_version = Some(version);
+        crate::pause_point("checkpointed");
         let log: Vec<deltalake::ObjectMeta> = store
             .list(Some(&Path::from(log_prefix.as_str())))
             .try_collect()

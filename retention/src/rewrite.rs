@@ -209,6 +209,9 @@ pub async fn apply(
     if actions.is_empty() || dry_run {
         return Ok(m);
     }
+    if !m.written.is_empty() {
+        crate::pause_point("written");
+    }
     let snapshot = table
         .snapshot()
         .map_err(|e| Error::delta(name, "snapshot", e))?;
@@ -223,6 +226,7 @@ pub async fn apply(
         .await;
     match commit {
         Ok(done) => {
+            crate::pause_point("committed");
             m.version = Some(done.version());
             Ok(m)
         }
