@@ -75,6 +75,7 @@ pub struct KafkaIngest {
     flush_rows: usize,
     flush_bytes: usize,
     stop_when_idle: Option<Duration>,
+    replay: bool,
     config: Vec<(String, String)>,
     metrics: Arc<Metrics>,
 }
@@ -105,6 +106,7 @@ impl KafkaIngest {
             flush_rows: DEFAULT_FLUSH_ROWS,
             flush_bytes: DEFAULT_FLUSH_BYTES,
             stop_when_idle: None,
+            replay: false,
             config: Vec::new(),
             metrics: Arc::default(),
         }
@@ -139,6 +141,15 @@ impl KafkaIngest {
     /// Stops (after a final flush) once no message arrived for `idle`.
     pub fn with_stop_when_idle(mut self, idle: Option<Duration>) -> Self {
         self.stop_when_idle = idle;
+        self
+    }
+
+    /// Reads every partition from its beginning instead of the lake's offsets:
+    /// a deliberate replay. Nothing is stored twice (event ids already in the
+    /// lake are duplicates) and erased users stay erased (tombstones); the
+    /// recorded offsets never move backwards.
+    pub fn with_replay(mut self, replay: bool) -> Self {
+        self.replay = replay;
         self
     }
 
@@ -270,6 +281,7 @@ struct Assignment {
 }
 
 struct IngestContext {
+    replay: bool,
     lake: Lake,
     /// kafka topic name -> lake table
     tables: HashMap<String, &'static str>,
@@ -310,7 +322,10 @@ impl ConsumerContext for IngestContext {
                 match offsets {
                     Ok(offsets) => {
                         for ((topic, p), next) in offsets {
-                            let off = next.map_or(Offset::Beginning, Offset::Offset);
+                            let off = match next {
+                                Some(n) if !self.replay => Offset::Offset(n),
+                                _ => Offset::Beginning,
+                            };
                             if let Err(e) = tpl.set_partition_offset(&topic, p, off) {
                                 a.error = Some(format!("seek {topic}/{p}: {e}"));
                             }
@@ -422,6 +437,7 @@ impl Run {
     fn new(cfg: &KafkaIngest) -> Result<Self> {
         let assignment = Arc::new(Mutex::new(Assignment::default()));
         let ctx = IngestContext {
+            replay: cfg.replay,
             lake: cfg.lake.clone(),
             tables: cfg
                 .topics
@@ -533,7 +549,7 @@ impl Run {
                 None => return Ok(()), // not ours (any more)
             }
         };
-        if committed.is_some_and(|next| offset < next) {
+        if !cfg.replay && committed.is_some_and(|next| offset < next) {
             return Ok(()); // already in the lake
         }
         cfg.metrics.update(topic, |c| c.consumed += 1);
@@ -593,10 +609,12 @@ impl Run {
                     .pending_next
                     .iter()
                     .map(|(p, next)| {
+                        let from = a.committed.get(&(name.clone(), *p)).copied().flatten();
                         let txn = TxnUpdate {
                             app_id: offset_app_id(&name, *p),
-                            from: a.committed.get(&(name.clone(), *p)).copied().flatten(),
-                            to: *next,
+                            from,
+                            // A replay never moves the recorded offset backwards.
+                            to: (*next).max(from.unwrap_or(0)),
                         };
                         (*p, txn)
                     })

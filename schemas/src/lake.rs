@@ -418,13 +418,16 @@ async fn txn_state(table: &DeltaTable, name: &str, txns: &[TxnUpdate]) -> Result
     let state = table
         .snapshot()
         .map_err(|e| Error::delta(name, "snapshot", e))?;
-    let (mut at_from, mut at_to) = (0, 0);
+    let (mut at_from, mut at_to, mut neutral) = (0, 0, 0);
     for txn in txns {
         let current = state
             .transaction_version(table.log_store().as_ref(), &txn.app_id)
             .await
             .map_err(|e| Error::delta(name, "read txn", e))?;
-        if current == Some(txn.to) {
+        if txn.from == Some(txn.to) && current == txn.from {
+            // Unchanged (e.g. a replay behind the recorded offset): fits either way.
+            neutral += 1;
+        } else if current == Some(txn.to) {
             at_to += 1;
         } else if current == txn.from {
             at_from += 1;
@@ -436,13 +439,15 @@ async fn txn_state(table: &DeltaTable, name: &str, txns: &[TxnUpdate]) -> Result
             ));
         }
     }
-    Ok(if at_to == txns.len() {
-        TxnState::Committed
-    } else if at_from == txns.len() {
-        TxnState::Pending
-    } else {
-        TxnState::Fenced("(mixed)".into(), -1, -1)
-    })
+    Ok(
+        if at_from == 0 && at_to + neutral == txns.len() && at_to > 0 {
+            TxnState::Committed
+        } else if at_to == 0 {
+            TxnState::Pending
+        } else {
+            TxnState::Fenced("(mixed)".into(), -1, -1)
+        },
+    )
 }
 
 /// Data files and bytes of a table's current snapshot.

@@ -41,6 +41,10 @@ pub struct Args {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "AUDITLAKE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Read every partition from its beginning, not from the lake's offsets (a
+    /// deliberate replay: duplicates are dropped, erased users stay erased).
+    #[arg(long, requires = "brokers")]
+    replay_from_beginning: bool,
     /// Stop (after a final commit) once no message arrived for this long.
     #[arg(long, value_parser = parse_duration)]
     stop_when_idle: Option<std::time::Duration>,
@@ -178,6 +182,7 @@ async fn consume(
                 }),
         )
         .with_stop_when_idle(args.stop_when_idle)
+        .with_replay(args.replay_from_beginning)
         .with_metrics(metrics);
     for (topic, name) in &args.topic_names {
         job = job.with_topic_name(*topic, name);

@@ -1,0 +1,187 @@
+//! End-to-end: erase a user, then replay the whole Kafka topic from offset 0
+//! into the same lake: the user stays absent, everyone else exactly once.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use auditlake_testkit::Broker;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auditlake");
+const USERS: usize = 97;
+
+fn access(i: usize) -> String {
+    format!(
+        r#"{{"event_id":"req-{i:08}","event_time":"2026-11-2{d}T{h:02}:15:30Z","app_id":"app-{a}","developer_id":"dev-{a}","user_id":"user-{u:03}","api":"order.list","required_scope":"order.read","status":200}}"#,
+        d = i % 3,
+        h = i % 24,
+        a = i % 5,
+        u = i % USERS
+    )
+}
+
+fn grant(i: usize) -> String {
+    format!(
+        r#"{{"event_id":"g-{i}","event_time":"2026-11-19T08:00:00Z","app_id":"app-{a}","user_id":"user-{u:03}","action":"grant","scopes":["order.read"]}}"#,
+        a = i % 5,
+        u = i % USERS
+    )
+}
+
+async fn produce(brokers: &str, topic: &str, lines: Vec<String>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            producer.send(
+                FutureRecord::to(topic).key("k").payload(l),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    for s in sends {
+        s.await.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+fn auditlake(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("AUDITLAKE_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "auditlake {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn n(lake: &Path, query: &str) -> i64 {
+    let out = auditlake(&[
+        "sql",
+        "--format",
+        "json",
+        "--lake",
+        lake.to_str().unwrap(),
+        query,
+    ]);
+    serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["n"]
+        .as_i64()
+        .unwrap()
+}
+
+fn ingest_to_idle(lake: &Path, brokers: &str, group: &str, extra: &[&str]) {
+    let mut args = vec![
+        "ingest",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--brokers",
+        brokers,
+        "--group",
+        group,
+        "--flush-interval",
+        "1s",
+        "--stop-when-idle",
+        "4s",
+    ];
+    args.extend(extra);
+    auditlake(&args);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back() {
+    let broker = Broker::start().expect("start tansu");
+    for t in ["api-access", "grants", "apps", "deletions"] {
+        broker.create_topic(t, 2).unwrap();
+    }
+    let brokers = broker.bootstrap();
+    let total = 3000;
+    produce(&brokers, "api-access", (0..total).map(access).collect()).await;
+    produce(&brokers, "grants", (0..USERS * 2).map(grant).collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    ingest_to_idle(&lake, &brokers, "first", &[]);
+    assert_eq!(
+        n(&lake, "SELECT count(*) AS n FROM api_access"),
+        total as i64
+    );
+    let victim = "user-005";
+    let theirs = n(
+        &lake,
+        &format!("SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}'"),
+    );
+    let their_grants = n(
+        &lake,
+        &format!("SELECT count(*) AS n FROM grants WHERE user_id = '{victim}'"),
+    );
+    assert!(theirs > 0 && their_grants > 0);
+
+    auditlake(&[
+        "retention",
+        "erase",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--user",
+        victim,
+        "--reason",
+        "user_request",
+    ]);
+    let after_erase = n(&lake, "SELECT count(*) AS n FROM api_access");
+    assert_eq!(after_erase, total as i64 - theirs);
+
+    // Replay both topics from offset 0, with a new group.
+    ingest_to_idle(&lake, &brokers, "replay", &["--replay-from-beginning"]);
+    assert_eq!(
+        n(
+            &lake,
+            &format!("SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}'")
+        ),
+        0
+    );
+    assert_eq!(
+        n(
+            &lake,
+            &format!("SELECT count(*) AS n FROM grants WHERE user_id = '{victim}'")
+        ),
+        0
+    );
+    assert_eq!(
+        n(&lake, "SELECT count(*) AS n FROM api_access"),
+        after_erase
+    );
+    assert_eq!(
+        n(
+            &lake,
+            "SELECT count(DISTINCT event_id) AS n FROM api_access"
+        ),
+        after_erase
+    );
+    assert_eq!(
+        n(&lake, "SELECT count(*) AS n FROM grants"),
+        (USERS * 2) as i64 - their_grants
+    );
+    // And the erased id is in no object under the lake root.
+    let mut found = Vec::new();
+    scan(&lake, victim.as_bytes(), &mut found);
+    assert!(found.is_empty(), "erased id found in {found:?}");
+}
+
+fn scan(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            scan(&path, needle, found);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+}
