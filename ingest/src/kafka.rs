@@ -210,7 +210,12 @@ impl KafkaIngest {
                     }
                 }
             }
+            let generation = run.generation;
             run.check_rebalance(&self).await?;
+            if run.generation != generation {
+                // Idle time counts from the newest assignment, not from start.
+                last_message = Instant::now();
+            }
             match run.flush_due(&self, false).await {
                 Ok(()) => backoff = Duration::from_millis(500),
                 Err(e) if is_fenced(&e) => {
