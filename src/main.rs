@@ -42,6 +42,8 @@ enum Command {
     Retention(commands::retention::Args),
     /// Serve the lake read-only over the PostgreSQL wire protocol (psql, BI tools).
     Serve(commands::serve::Args),
+    /// Run the detection rules at --now; replace the findings and obligations tables.
+    Detect(commands::detect::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Retention(args) => commands::retention::run(args).await,
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::Detect(args) => commands::detect::run(args).await,
         }
     });
     match result {

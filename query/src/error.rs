@@ -34,6 +34,21 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// A detection rule file is wrong (header, SQL, output columns).
+    #[error("{file}:{line}: {message}")]
+    Rule {
+        /// The file's path, or `builtin:<file>`.
+        file: String,
+        /// 1-based line (0: the file as a whole).
+        line: usize,
+        message: String,
+    },
+
+    /// A bug in auditlake (a built-in view or rule that does not plan, a
+    /// column missing from a result we built).
+    #[error("internal error (a bug in auditlake): {0}")]
+    Internal(String),
+
     /// The PostgreSQL endpoint could not start (listening socket, TLS files).
     #[error("serve: {context}: {source}")]
     Serve {

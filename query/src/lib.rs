@@ -11,10 +11,18 @@
 
 mod error;
 
+pub mod detect;
+pub mod obligations;
 pub mod output;
+pub mod rules;
 pub mod serve;
 pub mod session;
+pub mod views;
 
 pub use error::{Error, Result};
 pub use output::{Format, write_batches};
 pub use session::{discover_tables, register_lake, run_sql, session, session_config};
+
+pub use detect::{Detect, Findings, Metrics};
+pub use obligations::ObligationPolicy;
+pub use rules::{Rule, RuleSet};

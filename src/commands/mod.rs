@@ -1,6 +1,7 @@
 //! One module per verb. Each has clap `Args` and `async fn run(Args) -> Result<ExitCode>`.
 
 pub mod demo;
+pub mod detect;
 pub mod generate;
 pub mod ingest;
 pub mod retention;

@@ -1,0 +1,117 @@
+//! The helper views the rules are written against, as SQL (`views/*.sql`),
+//! registered in a session before the rules are planned.
+//!
+//! ```text
+//! api_access --> access (<= $now) --> data_access (2xx, user named) --> app_hour_users
+//! grants     --> grant_events --> scope_changes --> scope_states --> first_grants
+//!                                                               \--> pair_scope_counts
+//! apps       --> app_events --> declarations, terminations, app_developers
+//! deletions  --> deletion_events --> receipts
+//! obligation_sources + policy_deadlines --> obligations_at (state at $now)
+//! ```
+//!
+//! They are plain SQL on purpose: the same files run on DuckDB for the
+//! benchmark (`benches/detect.sh`), and an analyst can read every step. The
+//! two ideas SQL does not have built in are written as intervals:
+//! - active scopes of (app, user) as of a time: `scope_states` holds one row
+//!   per change of a scope with `[valid_from, valid_to)` and `active`;
+//! - the declaration in force at a time: `declarations`, one interval per
+//!   register/update.
+//!
+//! An event at time `t` finds its interval with an equality join on the keys
+//! and `valid_from <= t AND (valid_to IS NULL OR t < valid_to)`.
+
+use std::time::Duration;
+
+use datafusion::prelude::SessionContext;
+
+use crate::rules::bind;
+use crate::{Error, Result};
+
+/// The views in the order they are registered: (name, SQL). File names carry
+/// a number prefix so that both engines register them in the same order.
+pub const VIEWS: [(&str, &str); 16] = [
+    ("access", include_str!("views/01_access.sql")),
+    ("data_access", include_str!("views/02_data_access.sql")),
+    ("grant_events", include_str!("views/03_grant_events.sql")),
+    ("app_events", include_str!("views/04_app_events.sql")),
+    (
+        "deletion_events",
+        include_str!("views/05_deletion_events.sql"),
+    ),
+    ("scope_changes", include_str!("views/06_scope_changes.sql")),
+    ("scope_states", include_str!("views/07_scope_states.sql")),
+    ("first_grants", include_str!("views/08_first_grants.sql")),
+    (
+        "pair_scope_counts",
+        include_str!("views/09_pair_scope_counts.sql"),
+    ),
+    ("declarations", include_str!("views/10_declarations.sql")),
+    ("terminations", include_str!("views/11_terminations.sql")),
+    (
+        "app_developers",
+        include_str!("views/12_app_developers.sql"),
+    ),
+    ("receipts", include_str!("views/13_receipts.sql")),
+    (
+        "app_hour_users",
+        include_str!("views/14_app_hour_users.sql"),
+    ),
+    (
+        "obligation_sources",
+        include_str!("views/15_obligation_sources.sql"),
+    ),
+    (
+        "obligations_at",
+        include_str!("views/16_obligations_at.sql"),
+    ),
+];
+
+/// The name of the generated view of obligation deadlines per reason.
+pub const POLICY_DEADLINES: &str = "policy_deadlines";
+
+/// The SQL of `policy_deadlines(reason, deadline)`: one row per reason and a
+/// row `'*'` for reasons the policy does not name.
+pub fn policy_deadlines_sql(deadlines: &[(String, Duration)], fallback: Duration) -> String {
+    let mut rows: Vec<String> = deadlines
+        .iter()
+        .map(|(reason, d)| {
+            format!(
+                "('{}', INTERVAL '{} seconds')",
+                reason.replace('\'', "''"),
+                d.as_secs()
+            )
+        })
+        .collect();
+    rows.push(format!("('*', INTERVAL '{} seconds')", fallback.as_secs()));
+    format!(
+        "SELECT * FROM (VALUES {}) AS deadlines(reason, deadline)",
+        rows.join(", ")
+    )
+}
+
+/// Registers the generated `policy_deadlines` view and every view of
+/// [`VIEWS`] in `ctx`, with `params` bound (see [`crate::rules::bind`]).
+pub async fn register_views(
+    ctx: &SessionContext,
+    params: &[(&str, String)],
+    policy_deadlines: &str,
+) -> Result<()> {
+    create_view(ctx, POLICY_DEADLINES, policy_deadlines).await?;
+    for (name, sql) in VIEWS {
+        create_view(ctx, name, &bind(sql, params)).await?;
+    }
+    Ok(())
+}
+
+async fn create_view(ctx: &SessionContext, name: &str, sql: &str) -> Result<()> {
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .map_err(|e| Error::Internal(format!("view {name} does not plan: {e}")))?;
+    let view = datafusion::datasource::ViewTable::new(plan, Some(sql.to_string()));
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, std::sync::Arc::new(view))?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `auditlake detect`: evaluate every detection rule at `--now`, replace the
+//! `findings` and `obligations` tables, print the findings.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use auditlake_query::{Detect, ObligationPolicy};
+use chrono::{DateTime, Utc};
+use clap::Args as ClapArgs;
+
+use super::LakeArgs;
+
+/// How `detect` prints findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object per finding (SPEC fields, RFC 3339 UTC times).
+    Jsonl,
+    /// An aligned text table.
+    Table,
+    /// Nothing on stdout (the tables are still written).
+    None,
+}
+
+/// Run the detection rules, write findings and obligations.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Evaluation time (RFC 3339): only events at or before it count; the same
+    /// lake and the same --now give the same findings. Default: now.
+    #[arg(long, env = "AUDITLAKE_NOW", value_parser = parse_time)]
+    now: Option<DateTime<Utc>>,
+    /// Output on stdout.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: OutputFormat,
+    /// Run only this rule (repeatable); findings of other rules are kept.
+    #[arg(long = "rule", value_name = "ID")]
+    rules_only: Vec<String>,
+    /// Directory of `<id>.sql` rule files that add to or replace the built-in rules.
+    #[arg(long = "rules", value_name = "DIR", env = "AUDITLAKE_RULES")]
+    rules_dir: Option<PathBuf>,
+    /// Report only findings at or after this time (RFC 3339); earlier
+    /// findings in the table are kept.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<DateTime<Utc>>,
+    /// Client regions to which personal data may go without export approval (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "CN",
+        env = "AUDITLAKE_ALLOWED_REGIONS"
+    )]
+    allowed_regions: Vec<String>,
+    /// Obligation deadline override, REASON=HOURS (repeatable), e.g. user_request=48.
+    #[arg(long = "deadline", value_name = "REASON=HOURS", value_parser = parse_deadline)]
+    deadlines: Vec<(String, i64)>,
+    /// Evaluate and print, but write neither table.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the run's metrics as JSON on stderr at the end.
+    #[arg(long)]
+    metrics: bool,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("{s:?} is not an RFC 3339 time with offset ({e}), e.g. 2026-11-11T00:00:00Z")
+        })
+}
+
+fn parse_deadline(s: &str) -> Result<(String, i64), String> {
+    let (reason, hours) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected REASON=HOURS, e.g. user_request=48"))?;
+    let hours: i64 = hours
+        .trim()
+        .parse()
+        .ok()
+        .filter(|h| *h >= 0)
+        .ok_or_else(|| format!("{s:?}: hours must be a whole number >= 0"))?;
+    Ok((reason.trim().to_string(), hours))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The only clock read of a run: the default evaluation time.
+    let now = args.now.unwrap_or_else(Utc::now);
+    let lake = args.lake.open()?;
+    let policy = ObligationPolicy::default().with_deadlines(
+        args.deadlines
+            .iter()
+            .map(|(r, h)| (r.clone(), chrono::Duration::hours(*h))),
+    );
+    let mut detect = Detect::new(lake.clone())
+        .with_now(now)
+        .with_rules_only(args.rules_only.clone())
+        .with_since(args.since)
+        .with_policy(policy)
+        .with_allowed_regions(args.allowed_regions.iter().map(|r| r.trim().to_string()))
+        .with_write(!args.dry_run);
+    if let Some(dir) = &args.rules_dir {
+        detect = detect.with_rules_dir(dir)?;
+    }
+    let (findings, metrics) = detect
+        .execute()
+        .await
+        .with_context(|| format!("detect over lake {lake}"))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    match args.format {
+        OutputFormat::Jsonl => findings.write_jsonl(&mut out)?,
+        OutputFormat::Table => findings.write_table(&mut out)?,
+        OutputFormat::None => {}
+    }
+    out.flush()?;
+    if args.metrics {
+        eprintln!("{}", serde_json::to_string(&metrics)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
