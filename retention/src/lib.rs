@@ -29,6 +29,7 @@
 
 mod error;
 
+pub mod cluster;
 pub mod erase;
 pub mod evidence;
 pub mod files;

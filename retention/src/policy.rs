@@ -11,6 +11,11 @@
 //! [deadlines]                       # obligation deadlines (SPEC section 4 defaults)
 //! user_request = "72h"
 //!
+//! [clustering]                      # sort old partitions by user_id (fast erasure)
+//! tables = ["api_access", "grants"] # default: api_access, grants, deletions
+//! target_file_size = "4MiB"         # default 4MiB
+//! min_age = "1d"                    # cluster a day this long after it ended
+//!
 //! [[holds]]                         # legal holds: no sweep or erase touches these rows
 //! reason = "litigation 2026-17"     # required
 //! app = "app-3"                     # optional criteria; all given ones must match
@@ -41,6 +46,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use crate::cluster::ClusterOptions;
 use crate::{Error, Result};
 use auditlake_schemas::tables;
 
@@ -75,6 +81,8 @@ pub struct Policy {
     pub holds: Vec<Hold>,
     /// Allowed regions for `cross_border`.
     pub allowed_regions: Vec<String>,
+    /// Sweeps cluster old partitions by user when set.
+    pub clustering: Option<ClusterOptions>,
 }
 
 /// How long one table's rows are kept.
@@ -280,7 +288,39 @@ impl Policy {
             }
         };
 
+        let clustering = match raw.clustering {
+            None => None,
+            Some(c) => {
+                let mut opts = ClusterOptions::default();
+                if let Some(list) = c.tables {
+                    opts.tables.clear();
+                    for t in list {
+                        if !crate::filters::USER_TABLES.contains(&t.get_ref().as_str())
+                            || t.get_ref() == tables::QUARANTINE
+                        {
+                            return Err(at(
+                                t.span(),
+                                format!(
+                                    "cannot cluster `{}` by user; expected tables with a user_id: api_access, grants, deletions, findings, obligations",
+                                    t.get_ref()
+                                ),
+                            ));
+                        }
+                        opts.tables.push(t.into_inner());
+                    }
+                }
+                if let Some(v) = c.target_file_size {
+                    opts.target_file_size = size(&v).map_err(|m| at(v.span(), m))?;
+                }
+                if let Some(v) = c.min_age {
+                    opts.min_age = duration(&v).map_err(|m| at(v.span(), m))?;
+                }
+                Some(opts)
+            }
+        };
+
         Ok(Self {
+            clustering,
             path,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
             tables: tables_out,
@@ -315,6 +355,16 @@ struct RawPolicy {
     holds: Vec<Spanned<RawHold>>,
     #[serde(default)]
     allowed_regions: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    clustering: Option<RawClustering>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClustering {
+    tables: Option<Vec<Spanned<String>>>,
+    target_file_size: Option<Spanned<toml::Value>>,
+    min_age: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +404,34 @@ fn duration(v: &Spanned<toml::Value>) -> std::result::Result<TimeDelta, String> 
             other.type_str()
         )),
     }
+}
+
+fn size(v: &Spanned<toml::Value>) -> std::result::Result<u64, String> {
+    let s = match v.get_ref() {
+        toml::Value::String(s) => s.trim().to_string(),
+        toml::Value::Integer(n) if *n > 0 => return Ok(*n as u64),
+        other => {
+            return Err(format!(
+                "expected a size such as \"4MiB\", found {}",
+                other.type_str()
+            ));
+        }
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. \"4MiB\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("size {s:?} must be positive"))
 }
 
 /// Parses `30d`, `24h`, `1y30d`, `90m`, `2w`, `45s` (`y` = 365 days).
@@ -537,6 +615,13 @@ user = "u-1"
         let (line, msg) = err("[tables.retention_evidence]\nkeep = \"1d\"\n");
         assert_eq!(line, 1);
         assert!(msg.contains("append-only"), "{msg}");
+        let (line, msg) = err("[clustering]\ntables = [\"apps\"]\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("cannot cluster"), "{msg}");
+        let p = Policy::parse("[clustering]\ntarget_file_size = \"2MiB\"\n", "p.toml").unwrap();
+        let c = p.clustering.unwrap();
+        assert_eq!(c.target_file_size, 2 << 20);
+        assert_eq!(c.tables.len(), 3);
         let (_, msg) = err("[tables.grants]\nkeep = \"30x\"\n");
         assert!(msg.contains("unknown unit"), "{msg}");
     }

@@ -27,6 +27,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
+use crate::cluster::{self, ClusterMetrics};
 use crate::evidence::{self, EvidenceRecord};
 use crate::files;
 use crate::filters::{SweepFilter, USER_TABLES, hold_may_cover};
@@ -58,6 +59,8 @@ pub struct TableSweep {
     pub keeps_from: Option<String>,
     /// Retired and rewritten files, rows and bytes.
     pub rewrite: RewriteMetrics,
+    /// Partitions clustered by user (policy `[clustering]`).
+    pub cluster: Option<ClusterMetrics>,
     /// Objects deleted from the store.
     pub purge: PurgeMetrics,
 }
@@ -158,11 +161,18 @@ impl Sweep {
             dry_run: self.dry_run,
         };
 
+        let clustering = self.policy.clustering.clone();
+        let clusters = |t: &str| {
+            clustering
+                .as_ref()
+                .is_some_and(|c| c.tables.iter().any(|x| x == t))
+        };
         let tables: Vec<&str> = SWEEPABLE_TABLES
             .into_iter()
             .filter(|t| {
                 self.policy.tables.contains_key(*t)
                     || (!erased.is_empty() && USER_TABLES.contains(t))
+                    || clusters(t)
             })
             .collect();
         self.progress.start("sweep", tables.len() as u64);
@@ -200,12 +210,24 @@ impl Sweep {
                 .await
             })
             .await?;
+            // Cluster old partitions (after the deletions: nothing erased or
+            // expired is copied), before the purge (which removes the
+            // unclustered originals).
+            let cluster = match &clustering {
+                Some(c) if clusters(table) => Some(
+                    cluster::cluster_table(lake, table, c, &self.opts, self.now, self.dry_run)
+                        .await?,
+                ),
+                _ => None,
+            };
             let retired: HashMap<String, Option<String>> = rewrite
                 .retired
                 .iter()
                 .map(|f| (format!("{table}/{}", f.path), f.sha256.clone()))
                 .collect();
-            let touched = rewrite.rows_removed > 0 || !erased.is_empty();
+            let touched = rewrite.rows_removed > 0
+                || !erased.is_empty()
+                || cluster.as_ref().is_some_and(|c| !c.versions.is_empty());
             let opts = PurgeOptions {
                 compact_log: touched,
                 ..purge_opts.clone()
@@ -230,6 +252,7 @@ impl Sweep {
                 TableSweep {
                     keeps_from: cutoff.map(day_name),
                     rewrite,
+                    cluster,
                     purge,
                 },
             );
@@ -285,6 +308,7 @@ impl Sweep {
                 "files_written": ts.rewrite.written.len(),
                 "partitions": ts.rewrite.partitions,
                 "rows_removed": ts.rewrite.rows_removed,
+                "partitions_clustered": ts.cluster.as_ref().map(|c| c.partitions.len()),
                 "checkpoint_version": ts.purge.checkpoint_version,
             }))).collect::<BTreeMap<_, _>>(),
             "seconds": started.elapsed().as_secs_f64(),

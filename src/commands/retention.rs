@@ -168,6 +168,24 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
                     println!("  {table}/{p}");
                 }
             }
+            if let Some(c) = t.cluster.as_ref().filter(|c| !c.partitions.is_empty()) {
+                println!(
+                    "  {} {} partitions by user: {} files ({} bytes) -> {}",
+                    if report.dry_run {
+                        "would cluster"
+                    } else {
+                        "clustered"
+                    },
+                    c.partitions.len(),
+                    c.files_removed.len(),
+                    c.bytes_read,
+                    if report.dry_run {
+                        "files of the target size".to_string()
+                    } else {
+                        format!("{} files ({} bytes)", c.files_added, c.bytes_written)
+                    }
+                );
+            }
             let purged: Vec<_> = t
                 .purge
                 .deleted

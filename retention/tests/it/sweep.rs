@@ -124,3 +124,75 @@ async fn sweep_deletes_expired_partitions_except_held_rows_and_dry_run_changes_n
     assert!(!v.passed());
     assert!(v.failures().iter().all(|f| f.starts_with("retention: api_access/") || f.starts_with("retention: grants/")), "{:?}", v.failures());
 }
+
+#[tokio::test]
+async fn clustering_by_user_makes_an_erasure_rewrite_few_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    let before = fixture::rows_by_user(&lake).await;
+    let policy = Policy::parse(
+        "[clustering]\ntables = [\"api_access\"]\ntarget_file_size = \"3KiB\"\nmin_age = \"1d\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    // Every day of the fixture ended more than a day before this.
+    let t = now("2026-11-20T00:00:00Z");
+    let dry = Sweep::new(lake.clone(), policy.clone(), t)
+        .with_dry_run(true)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.tables["api_access"]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .partitions
+            .len(),
+        10
+    );
+    let report = Sweep::new(lake.clone(), policy.clone(), t)
+        .execute()
+        .await
+        .unwrap();
+    assert!(report.passed(), "{:?}", report.verify.map(|v| v.failures()));
+    let c = report.tables["api_access"].cluster.clone().unwrap();
+    assert_eq!(c.partitions.len(), 10);
+    assert!(c.files_added >= 30, "{c:?}");
+    assert_eq!(
+        fixture::rows_by_user(&lake).await,
+        before,
+        "clustering changes no row"
+    );
+    // Clustered partitions are left alone next time.
+    let again = Sweep::new(lake.clone(), policy, t).execute().await.unwrap();
+    assert!(
+        again.tables["api_access"]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .partitions
+            .is_empty()
+    );
+
+    let t_files =
+        auditlake_schemas::lake::table_size(&lake.require_table("api_access").await.unwrap()).0;
+    let (outcome, m) = auditlake_retention::Erase::new(lake.clone(), fixture::VICTIM, t)
+        .execute()
+        .await
+        .unwrap();
+    assert!(outcome.passed());
+    let api = &m.rewrites["api_access"];
+    assert!(
+        api.retired.len() * 3 <= t_files,
+        "{} of {t_files} files rewritten",
+        api.retired.len()
+    );
+    // Statistics rule out every file whose user range misses the victim.
+    assert!(
+        api.files_read * 2 <= t_files,
+        "{} of {t_files} files read",
+        api.files_read
+    );
+}
