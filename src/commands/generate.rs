@@ -118,7 +118,7 @@ impl GenSink for KafkaSink {
             }
         }
         self.sent += 1;
-        if self.sent % 1024 == 0 {
+        if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
         if self.rate > 0 {
