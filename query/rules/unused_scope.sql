@@ -5,7 +5,7 @@
 -- or active for any user at `$now`, with no data access needing it in the 30
 -- days before `$now` (window_start .. window_end).
 WITH live AS (
-    SELECT d.app_id, d.developer_id, d.declared_scopes
+    SELECT d.app_id, d.declared_scopes
     FROM declarations d
     WHERE d.valid_to IS NULL
       AND NOT EXISTS (SELECT 1 FROM terminations t WHERE t.app_id = d.app_id)
@@ -19,10 +19,10 @@ scopes AS (
     SELECT s.app_id, s.scope FROM scope_states s
     WHERE s.active AND s.valid_to IS NULL AND s.app_id IN (SELECT app_id FROM live)
 )
-SELECT s.app_id, l.developer_id, s.scope,
+SELECT s.app_id, d.developer_id, s.scope,
        $now - INTERVAL '30 days' AS window_start, $now AS window_end
 FROM scopes s
-JOIN live l ON l.app_id = s.app_id
+LEFT JOIN app_developers d ON d.app_id = s.app_id
 WHERE NOT EXISTS (
     SELECT 1 FROM data_access a
     WHERE a.app_id = s.app_id AND a.required_scope = s.scope

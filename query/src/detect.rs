@@ -285,13 +285,13 @@ impl Detect {
             // Planned again: `obligations_at` is a table by now, not the view
             // the first plan inlined.
             drop(plan);
-            let out = ctx
+            let df = ctx
                 .sql(&bind(&rule.sql, &params))
                 .await
-                .map_err(|e| rule_error(rule, &e))?
-                .collect()
+                .map_err(|e| rule_error(rule, &e))?;
+            let out = collect_logged(df, &rule.id)
                 .await
-                .map_err(|e| Error::Execution(e).context_rule(rule))?;
+                .map_err(|e| e.context_rule(rule))?;
             let mut count = 0;
             for b in out {
                 let b = normalise(rule, &b, now)?;
@@ -369,7 +369,7 @@ impl Detect {
             )
             .await
             .map_err(|e| Error::Internal(format!("view obligations_at: {e}")))?;
-        let batches = df.collect().await?;
+        let batches = collect_logged(df, "obligations_at").await?;
         let schema = tables::obligations();
         let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -423,6 +423,25 @@ impl Detect {
         }
         Ok(kept)
     }
+}
+
+/// Runs a query; at debug level logs its physical plan with metrics (the
+/// way to see where a rule spends its time: `--log auditlake_query=debug`).
+async fn collect_logged(
+    df: datafusion::dataframe::DataFrame,
+    what: &str,
+) -> Result<Vec<RecordBatch>> {
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+            plan.as_ref(),
+        )
+        .indent(true);
+        tracing::debug!(query = what, "plan with metrics:\n{shown}");
+    }
+    Ok(batches)
 }
 
 /// `$now` and `$allowed_regions` as DataFusion SQL literals.
@@ -754,6 +773,13 @@ pub fn write_jsonl<W: Write>(b: &RecordBatch, mut out: W) -> Result<()> {
                 DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
                     let t = col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
                     serde_json::Value::from(rfc3339(t.value(i)))
+                }
+                DataType::Date32 => {
+                    let d = col.as_primitive::<arrow::datatypes::Date32Type>().value(i);
+                    serde_json::Value::from(
+                        chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
+                            .map_or_else(|| d.to_string(), |d| d.to_string()),
+                    )
                 }
                 DataType::List(_) => {
                     let v = col.as_list::<i32>().value(i);
