@@ -329,6 +329,7 @@ impl Erase {
             let p = retry(table, || purge::purge(lake, table, &retired, &opts)).await?;
             metrics.purges.insert(table.to_string(), p);
         }
+        purge::cleanup_logs(lake, &mut metrics.purges).await?;
         metrics.seconds_purge = started.elapsed().as_secs_f64();
 
         // 5. Verify.

@@ -7,10 +7,11 @@
 //! 3. delete unreferenced data files that a commit retired (this operation's
 //!    or any earlier remove in the log), and orphans older than the grace
 //!    period (younger ones may be a concurrent writer's uncommitted file)
-//! 4. write a checkpoint at the newest version, then delete every commit,
-//!    checkpoint and checksum file before it: old `add` actions carry
-//!    min/max statistics naming users, and a delete commit may carry its
-//!    predicate
+//! 4. write a checkpoint at the newest version, then ([`cleanup_logs`], a
+//!    moment later, so concurrent readers finish loading) delete every
+//!    commit, checkpoint and checksum file before it: old `add` actions
+//!    carry min/max statistics naming users, and a delete commit may carry
+//!    its predicate
 //! ```
 //!
 //! Each deleted object is read and hashed first: the evidence lists path,
@@ -125,21 +126,52 @@ pub async fn purge(
             .map_err(|e| Error::delta(table, "checkpoint", e))?;
         m.checkpoint_version = Some(version);
         crate::pause_point("checkpointed");
-        let log: Vec<deltalake::ObjectMeta> = store
-            .list(Some(&Path::from(log_prefix.as_str())))
-            .try_collect()
-            .await?;
-        for meta in &log {
-            let name = meta.location.filename().unwrap_or("");
-            if let Some(v) = log_file_version(name)
-                && v < version
-            {
-                m.deleted
-                    .push(delete(store.as_ref(), meta, None, "log", false).await?);
-            }
-        }
     }
     Ok(m)
+}
+
+/// How long after writing checkpoints the older log files are deleted: a
+/// reader that read `_last_checkpoint` just before finishes loading first
+/// (one that is slower gets a retryable "not found" and reloads).
+pub const LOG_CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Deletes the commit, checkpoint and checksum files of `table` older than
+/// the checkpoint at `version` (written by [`purge`]).
+pub async fn cleanup_log(lake: &Lake, table: &str, version: u64) -> Result<Vec<RemovedObject>> {
+    let store = lake.object_store()?;
+    let log: Vec<deltalake::ObjectMeta> = store
+        .list(Some(&Path::from(format!("{table}/_delta_log/"))))
+        .try_collect()
+        .await?;
+    let mut out = Vec::new();
+    for meta in &log {
+        let name = meta.location.filename().unwrap_or("");
+        if let Some(v) = log_file_version(name)
+            && v < version
+        {
+            out.push(delete(store.as_ref(), meta, None, "log", false).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Purges of several tables finished by one log cleanup after
+/// [`LOG_CLEANUP_DELAY`]: the old log files of every purged table go.
+pub async fn cleanup_logs(
+    lake: &Lake,
+    purges: &mut std::collections::BTreeMap<String, PurgeMetrics>,
+) -> Result<()> {
+    if purges.values().all(|p| p.checkpoint_version.is_none()) {
+        return Ok(());
+    }
+    tokio::time::sleep(LOG_CLEANUP_DELAY).await;
+    for (table, p) in purges.iter_mut() {
+        if let Some(v) = p.checkpoint_version {
+            let removed = crate::retry(table, || cleanup_log(lake, table, v)).await?;
+            p.deleted.extend(removed);
+        }
+    }
+    Ok(())
 }
 
 /// The version of a commit (`N.json`), checkpoint (`N.checkpoint[.k.n].parquet`)

@@ -259,6 +259,20 @@ impl Sweep {
             self.progress.advance(1);
         }
         self.progress.finish();
+        if !self.dry_run {
+            let mut purges: BTreeMap<String, PurgeMetrics> = report
+                .tables
+                .iter_mut()
+                .map(|(t, ts)| (t.clone(), std::mem::take(&mut ts.purge)))
+                .collect();
+            let cleaned = purge::cleanup_logs(lake, &mut purges).await;
+            for (t, p) in purges {
+                if let Some(ts) = report.tables.get_mut(&t) {
+                    ts.purge = p;
+                }
+            }
+            cleaned?;
+        }
         if self.dry_run {
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);

@@ -86,7 +86,9 @@ impl Error {
 }
 
 /// Conflicts with concurrent writers and object store hiccups are worth a rerun;
-/// schema or protocol errors are not.
+/// schema or protocol errors are not. So is a log file that vanished while the
+/// table was loading: retention deletes commits and checkpoints older than a
+/// new checkpoint, and a reload finds the new one.
 pub fn delta_error_is_retryable(e: &deltalake::DeltaTableError) -> bool {
     use deltalake::DeltaTableError as E;
     match e {
@@ -94,7 +96,10 @@ pub fn delta_error_is_retryable(e: &deltalake::DeltaTableError) -> bool {
         E::Io { .. } => true,
         other => {
             let s = other.to_string();
-            s.contains("concurrent") || s.contains("onflict") || s.contains("object store")
+            s.contains("concurrent")
+                || s.contains("onflict")
+                || s.contains("object store")
+                || (s.contains("_delta_log") && (s.contains("NotFound") || s.contains("not found")))
         }
     }
 }

@@ -2,6 +2,7 @@
 //! verify, sweep, evidence. The same scenarios run through the binary and
 //! against s3s-fs in the root package's `tests/retention.rs`.
 
+mod concurrent;
 mod erase;
 mod fixture;
 mod sweep;
