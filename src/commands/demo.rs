@@ -3,7 +3,8 @@
 //! and a local lake.
 //!
 //! gen --> produce into Kafka --> ingest (consumer group, exactly once) --> lake
-//!     --> analyst queries printed as tables
+//!     --> analyst queries --> detect (findings, obligations)
+//!     --> erase one user --> verify --> evidence
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let lake_dir = args.dir.join("lake");
     let lake = auditlake_schemas::Lake::open(&lake_dir.to_string_lossy())?;
 
-    step("1/3", "starting an in-process Kafka cluster (3 brokers)");
+    step("1/5", "starting an in-process Kafka cluster (3 brokers)");
     let cluster = MockCluster::new(3).context("starting the mock Kafka cluster")?;
     for topic in auditlake_schemas::Topic::ALL {
         cluster
@@ -116,7 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    step("3/3", "analyst queries over the lake");
+    step("3/5", "analyst queries over the lake");
     let ctx = auditlake_query::session(&lake).await?;
     for (title, sql) in QUERIES {
         println!("\n-- {title}\n{sql}");
@@ -125,6 +126,90 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let batches = df.collect().await?;
         auditlake_query::write_batches(&batches, schema, Format::Table, std::io::stdout())?;
     }
+    let now = chrono::DateTime::parse_from_rfc3339(&gen_report.manifest.suggested_now)
+        .context("gen's suggested_now")?
+        .with_timezone(&chrono::Utc);
+    step(
+        "4/5",
+        &format!(
+            "detect: every rule at --now {}",
+            gen_report.manifest.suggested_now
+        ),
+    );
+    let (findings, metrics) = auditlake_query::detect::Detect::new(lake.clone())
+        .with_now(now)
+        .execute()
+        .await?;
+    println!(
+        "  {} findings, obligations by state: {:?} ({} ms)",
+        findings.findings.num_rows(),
+        metrics.obligations,
+        metrics.total_ms
+    );
+    let ctx = auditlake_query::session(&lake).await?;
+    show(
+        &ctx,
+        "findings per rule (and how many gen planted)",
+        &format!(
+            "SELECT rule_id, array_to_string(array_agg(DISTINCT clause), '; ') AS clauses, severity, \
+             count(*) AS findings, count(DISTINCT app_id) AS apps, {} AS planted \
+             FROM findings GROUP BY rule_id, severity ORDER BY rule_id",
+            planted_case(&gen_report.manifest.findings_by_rule)
+        ),
+    )
+    .await?;
+    show(
+        &ctx,
+        "findings per app (top 8)",
+        "SELECT app_id, developer_id, count(*) AS findings, count(DISTINCT rule_id) AS rules \
+         FROM findings GROUP BY app_id, developer_id ORDER BY findings DESC, app_id LIMIT 8",
+    )
+    .await?;
+
+    let user = busiest_user(&ctx).await?;
+    step(
+        "5/5",
+        &format!("retention: erase user {user}, verify, evidence"),
+    );
+    let before = count(&ctx, "SELECT count(*) AS n FROM api_access").await?;
+    let (erased, _) = auditlake_retention::Erase::new(lake.clone(), user.clone(), now)
+        .with_reason(Some("user_request".into()))
+        .execute()
+        .await?;
+    let ctx = auditlake_query::session(&lake).await?;
+    let after = count(&ctx, "SELECT count(*) AS n FROM api_access").await?;
+    println!(
+        "  rows removed per table: {:?}; api_access {before} -> {after}",
+        erased.rows_removed
+    );
+    let report = auditlake_retention::Verify::new(lake.clone(), now)
+        .with_user(user.clone())
+        .execute()
+        .await?;
+    println!(
+        "  verify: {} objects ({} bytes) read back, {} checks, {}",
+        report.objects,
+        report.bytes,
+        report.checks.len(),
+        if report.passed() {
+            "all passed"
+        } else {
+            "FAILED"
+        }
+    );
+    let ctx = auditlake_query::session(&lake).await?;
+    show(
+        &ctx,
+        "retention evidence (hash-chained)",
+        "SELECT seq, kind, run_at, outcome, subject, objects_removed, rows_removed, passed, \
+         substr(prev_sha256, 1, 16) AS prev_sha256, substr(sha256, 1, 16) AS sha256 \
+         FROM retention_evidence ORDER BY seq",
+    )
+    .await
+    .ok();
+    if !report.passed() {
+        anyhow::bail!("verification failed: {:?}", report.failures());
+    }
     println!(
         "\ndone in {:.1} s. The lake is in {}; try:\n  auditlake sql --lake {} \"SELECT * FROM quarantine\"",
         started.elapsed().as_secs_f64(),
@@ -132,6 +217,47 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         lake_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn show(
+    ctx: &datafusion::prelude::SessionContext,
+    title: &str,
+    sql: &str,
+) -> anyhow::Result<()> {
+    println!("\n-- {title}");
+    let df = ctx.sql(sql).await.map_err(auditlake_query::Error::Query)?;
+    let schema = df.schema().inner().clone();
+    let batches = df.collect().await?;
+    auditlake_query::write_batches(&batches, schema, Format::Table, std::io::stdout())?;
+    Ok(())
+}
+
+async fn count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> anyhow::Result<i64> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let col = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Int64)?;
+    Ok(arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&col).value(0))
+}
+
+/// The user with the most accesses: the erasure touches many files.
+async fn busiest_user(ctx: &datafusion::prelude::SessionContext) -> anyhow::Result<String> {
+    let batches = ctx
+        .sql("SELECT CAST(user_id AS VARCHAR) AS u FROM api_access WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
+        .await?
+        .collect()
+        .await?;
+    let col = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8)?;
+    Ok(arrow::array::AsArray::as_string::<i32>(&col)
+        .value(0)
+        .to_string())
+}
+
+/// `CASE rule_id WHEN .. THEN n .. END`: the planted count per rule.
+fn planted_case(by_rule: &std::collections::BTreeMap<String, usize>) -> String {
+    let arms: String = by_rule
+        .iter()
+        .map(|(rule, n)| format!(" WHEN '{rule}' THEN {n}"))
+        .collect();
+    format!("CASE rule_id{arms} ELSE 0 END")
 }
 
 const QUERIES: [(&str, &str); 4] = [
