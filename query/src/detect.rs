@@ -749,39 +749,71 @@ impl Findings {
     }
 }
 
-/// Writes rows as JSON lines: strings, timestamps as RFC 3339 UTC, lists of
-/// strings as arrays, null as `null`, fields in column order.
+/// Writes rows as JSON lines: strings, timestamps as RFC 3339 UTC, dates as
+/// `YYYY-MM-DD`, lists as arrays, numbers and booleans as such, null as
+/// `null`, fields in column order.
 pub fn write_jsonl<W: Write>(b: &RecordBatch, mut out: W) -> Result<()> {
+    use arrow::datatypes::{
+        Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    };
     let schema = b.schema();
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::to_string(f.name()).expect("a string"))
+        .collect();
+    // One cast per column to the few types written below.
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let list = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+    let columns: Vec<ArrayRef> = b
+        .columns()
+        .iter()
+        .map(|c| {
+            let to = match c.data_type() {
+                DataType::Timestamp(_, _) | DataType::Date64 => utc.clone(),
+                DataType::Date32 | DataType::Boolean | DataType::Utf8 => return Ok(c.clone()),
+                DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_) => list.clone(),
+                t if t.is_integer() => DataType::Int64,
+                t if t.is_floating() => DataType::Float64,
+                _ => DataType::Utf8,
+            };
+            Ok(cast(c, &to)?)
+        })
+        .collect::<Result<_>>()?;
     let mut line = String::with_capacity(512);
     for i in 0..b.num_rows() {
         line.clear();
         line.push('{');
-        for (j, field) in schema.fields().iter().enumerate() {
+        for (j, col) in columns.iter().enumerate() {
             if j > 0 {
                 line.push(',');
             }
-            line.push_str(&serde_json::to_string(field.name()).expect("string"));
+            line.push_str(&names[j]);
             line.push(':');
-            let col = b.column(j);
             if col.is_null(i) {
                 line.push_str("null");
                 continue;
             }
             let value = match col.data_type() {
                 DataType::Utf8 => serde_json::Value::from(col.as_string::<i32>().value(i)),
-                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
-                    let t = col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                    serde_json::Value::from(rfc3339(t.value(i)))
-                }
+                DataType::Timestamp(_, _) => serde_json::Value::from(rfc3339(
+                    col.as_primitive::<TimestampMicrosecondType>().value(i),
+                )),
                 DataType::Date32 => {
-                    let d = col.as_primitive::<arrow::datatypes::Date32Type>().value(i);
+                    let d = col.as_primitive::<Date32Type>().value(i);
                     serde_json::Value::from(
                         chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
                             .map_or_else(|| d.to_string(), |d| d.to_string()),
                     )
                 }
-                DataType::List(_) => {
+                DataType::Boolean => serde_json::Value::from(col.as_boolean().value(i)),
+                DataType::Int64 => {
+                    serde_json::Value::from(col.as_primitive::<Int64Type>().value(i))
+                }
+                DataType::Float64 => {
+                    serde_json::Value::from(col.as_primitive::<Float64Type>().value(i))
+                }
+                _ => {
                     let v = col.as_list::<i32>().value(i);
                     let v = v.as_string::<i32>();
                     serde_json::Value::from(
@@ -789,12 +821,6 @@ pub fn write_jsonl<W: Write>(b: &RecordBatch, mut out: W) -> Result<()> {
                             .map(|s| s.map_or(serde_json::Value::Null, serde_json::Value::from))
                             .collect::<Vec<_>>(),
                     )
-                }
-                other => {
-                    return Err(Error::Internal(format!(
-                        "finding column {} has unexpected type {other}",
-                        field.name()
-                    )));
                 }
             };
             line.push_str(&value.to_string());
