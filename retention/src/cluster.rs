@@ -40,9 +40,14 @@ use auditlake_schemas::Lake;
 use auditlake_schemas::lake::WriteOptions;
 use auditlake_schemas::tables;
 
-/// Default size of a clustered file: small enough that a day of events
-/// spreads over many files (an erasure rewrites few), large enough for scans.
-pub const DEFAULT_TARGET_FILE_SIZE: u64 = 4 * 1024 * 1024;
+/// By default a partition is cut into this many files (an erasure then
+/// rewrites about one of them), within [`MIN_AUTO_FILE_SIZE`] and
+/// [`MAX_AUTO_FILE_SIZE`].
+pub const DEFAULT_FILES_PER_PARTITION: u64 = 32;
+/// Smallest automatic file size: below it, scans pay for many small objects.
+pub const MIN_AUTO_FILE_SIZE: u64 = 1024 * 1024;
+/// Largest automatic file size (the lake's default target).
+pub const MAX_AUTO_FILE_SIZE: u64 = 128 * 1024 * 1024;
 /// Default age of a partition's day before it is clustered (late events
 /// arrive mostly within a day).
 pub const DEFAULT_MIN_AGE: TimeDelta = TimeDelta::days(1);
@@ -56,8 +61,9 @@ pub const CLUSTER_COLUMN: &str = "user_id";
 pub struct ClusterOptions {
     /// Tables to cluster.
     pub tables: Vec<String>,
-    /// Target size of a clustered file.
-    pub target_file_size: u64,
+    /// Target size of a clustered file; `None`: the partition's size over
+    /// [`DEFAULT_FILES_PER_PARTITION`], within the automatic bounds.
+    pub target_file_size: Option<u64>,
     /// Partitions whose day ended less than this before `now` are left alone.
     pub min_age: TimeDelta,
 }
@@ -66,7 +72,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             tables: DEFAULT_TABLES.iter().map(|t| t.to_string()).collect(),
-            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            target_file_size: None,
             min_age: DEFAULT_MIN_AGE,
         }
     }
@@ -88,6 +94,15 @@ pub struct ClusterMetrics {
     pub bytes_written: u64,
     /// Table versions committed.
     pub versions: Vec<u64>,
+}
+
+impl ClusterOptions {
+    /// The file size to cut a partition of `bytes` into.
+    pub fn target_for(&self, bytes: u64) -> u64 {
+        self.target_file_size.unwrap_or_else(|| {
+            (bytes / DEFAULT_FILES_PER_PARTITION).clamp(MIN_AUTO_FILE_SIZE, MAX_AUTO_FILE_SIZE)
+        })
+    }
 }
 
 /// Whether a partition's files are clustered by user (see the module doc).
@@ -131,7 +146,8 @@ pub async fn cluster_table(
         }
     }
     for (day, files) in by_day {
-        if is_clustered(&files, opts.target_file_size) {
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        if is_clustered(&files, opts.target_for(bytes)) {
             continue;
         }
         m.partitions.push(day_name(day));
@@ -203,9 +219,9 @@ async fn cluster_partition(
     // from the compressed size read), at user boundaries where possible so
     // a user's rows land in one file.
     let rows = sorted.num_rows();
-    let per_file = ((rows as u128 * u128::from(opts.target_file_size))
-        / u128::from(m.bytes_read.max(1)))
-    .clamp(1, rows as u128) as usize;
+    let target = opts.target_for(m.bytes_read);
+    let per_file = ((rows as u128 * u128::from(target)) / u128::from(m.bytes_read.max(1)))
+        .clamp(1, rows as u128) as usize;
     let users = sorted
         .column_by_name(CLUSTER_COLUMN)
         .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8))
@@ -283,7 +299,7 @@ async fn cluster_partition(
             table.log_store(),
             DeltaOperation::Optimize {
                 predicate: None,
-                target_size: i64::try_from(opts.target_file_size).unwrap_or(i64::MAX),
+                target_size: i64::try_from(target).unwrap_or(i64::MAX),
             },
         )
         .await;

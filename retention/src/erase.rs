@@ -35,6 +35,7 @@ use crate::filters::{USER_TABLES, UserFilter};
 use crate::policy::Policy;
 use crate::purge::{self, DEFAULT_ORPHAN_GRACE, PurgeMetrics, PurgeOptions};
 use crate::rewrite::{self, FileAction, RewriteMetrics};
+use crate::scan::Depth;
 use crate::verify::{Verify, VerifyReport};
 use crate::{Error, NoProgress, Progress, Result, retry};
 use auditlake_schemas::Lake;
@@ -57,6 +58,7 @@ pub struct Erase {
     orphan_grace: TimeDelta,
     wall_now: Option<DateTime<Utc>>,
     verify: bool,
+    depth: Depth,
     progress: Arc<dyn Progress>,
 }
 
@@ -125,6 +127,7 @@ impl Erase {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             wall_now: None,
             verify: true,
+            depth: Depth::Deep,
             progress: Arc::new(NoProgress),
         }
     }
@@ -169,6 +172,12 @@ impl Erase {
     /// Whether to verify afterwards (default yes).
     pub fn with_verify(mut self, verify: bool) -> Self {
         self.verify = verify;
+        self
+    }
+
+    /// How deep the verification searches data files (default: deep).
+    pub fn with_verify_depth(mut self, depth: Depth) -> Self {
+        self.depth = depth;
         self
     }
 
@@ -337,6 +346,7 @@ impl Erase {
         let report = if self.verify {
             let mut v = Verify::new(lake.clone(), self.now)
                 .with_user(self.user.clone())
+                .with_depth(self.depth)
                 .with_evidence(false)
                 .with_progress(self.progress.clone());
             if let Some(a) = &self.app {

@@ -9,6 +9,7 @@ use crate::Result;
 use crate::files::DataFile;
 use crate::policy::Hold;
 use crate::rewrite::RowFilter;
+use crate::scan::HashCache;
 use auditlake_schemas::erasure::ErasedUsers;
 use auditlake_schemas::tables;
 
@@ -210,6 +211,8 @@ pub struct SweepFilter<'a> {
     pub holds: Vec<Hold>,
     /// Erased users (`None` or empty: no erasure pass).
     pub erased: Option<&'a ErasedUsers>,
+    /// Keyed hashes of the values seen (shared across files).
+    pub hashes: Option<&'a HashCache>,
 }
 
 impl SweepFilter<'_> {
@@ -223,6 +226,22 @@ impl RowFilter for SweepFilter<'_> {
     fn columns(&self) -> Vec<&'static str> {
         FILTER_COLUMNS.to_vec()
     }
+    fn rules_out(&self, file: &DataFile, bytes: &bytes::Bytes) -> Result<bool> {
+        if self.file_expired(file) {
+            return Ok(false);
+        }
+        match (self.erased, self.hashes) {
+            (Some(e), Some(h)) => Ok(!crate::scan::may_hold_erased(
+                &file.path,
+                &self.table,
+                bytes,
+                e,
+                h,
+            )?),
+            _ => Ok(false),
+        }
+    }
+
     fn doomed(&self, file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
         let expired = self.file_expired(file);
         let erased = match self.erased {

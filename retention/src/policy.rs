@@ -13,7 +13,7 @@
 //!
 //! [clustering]                      # sort old partitions by user_id (fast erasure)
 //! tables = ["api_access", "grants"] # default: api_access, grants, deletions
-//! target_file_size = "4MiB"         # default 4MiB
+//! target_file_size = "4MiB"         # default: a 32nd of the partition, 1-128 MiB
 //! min_age = "1d"                    # cluster a day this long after it ended
 //!
 //! [[holds]]                         # legal holds: no sweep or erase touches these rows
@@ -310,7 +310,7 @@ impl Policy {
                     }
                 }
                 if let Some(v) = c.target_file_size {
-                    opts.target_file_size = size(&v).map_err(|m| at(v.span(), m))?;
+                    opts.target_file_size = Some(size(&v).map_err(|m| at(v.span(), m))?);
                 }
                 if let Some(v) = c.min_age {
                     opts.min_age = duration(&v).map_err(|m| at(v.span(), m))?;
@@ -620,7 +620,7 @@ user = "u-1"
         assert!(msg.contains("cannot cluster"), "{msg}");
         let p = Policy::parse("[clustering]\ntarget_file_size = \"2MiB\"\n", "p.toml").unwrap();
         let c = p.clustering.unwrap();
-        assert_eq!(c.target_file_size, 2 << 20);
+        assert_eq!(c.target_file_size, Some(2 << 20));
         assert_eq!(c.tables.len(), 3);
         let (_, msg) = err("[tables.grants]\nkeep = \"30x\"\n");
         assert!(msg.contains("unknown unit"), "{msg}");

@@ -49,6 +49,11 @@ pub trait RowFilter: Send + Sync {
     fn columns(&self) -> Vec<&'static str>;
     /// True for each row of `batch` (of `file`) that must go.
     fn doomed(&self, file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray>;
+    /// Whether the file's bytes alone (dictionaries, footers) prove that no
+    /// row goes, so it need not be decoded.
+    fn rules_out(&self, _file: &DataFile, _bytes: &bytes::Bytes) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A data file that a commit retired, with what the evidence needs.
@@ -136,6 +141,9 @@ pub async fn apply(
                     let bytes = files::read_object(table, &file.path).await?;
                     m.files_read += 1;
                     m.bytes_read += bytes.len() as u64;
+                    if filter.rules_out(file, &bytes)? {
+                        continue;
+                    }
                     let cols = filter.columns();
                     let batches = files::decode(&file.path, bytes.clone(), Some(&cols), None)?;
                     let mut masks = Vec::with_capacity(batches.len());

@@ -35,24 +35,62 @@ use auditlake_schemas::erasure::{ErasedUsers, ErasureKey, UserHash, tokens};
 /// Where in an object a match was found.
 pub type Place = String;
 
+/// How much of a Parquet data file a plaintext search decompresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Depth {
+    /// Every byte-array column: the id is nowhere, in any column.
+    #[default]
+    Deep,
+    /// Only the columns a user id is stored in ([`FAST_COLUMNS`]), with
+    /// `user_id` chunks whose min/max exclude the id skipped: the rows
+    /// erasure removes are gone. The raw bytes of every object (statistics,
+    /// footers, uncompressed pages) and the whole log are still searched.
+    Fast,
+}
+
+/// The columns a [`Depth::Fast`] search decompresses.
+pub const FAST_COLUMNS: [&str; 2] = ["user_id", "raw"];
+
+impl std::str::FromStr for Depth {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "deep" => Ok(Self::Deep),
+            "fast" => Ok(Self::Fast),
+            other => Err(format!("{other:?}: expected deep or fast")),
+        }
+    }
+}
+
 /// Whether `bytes` look like a Parquet file (magic at both ends).
 pub fn is_parquet(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")
 }
 
 /// Finds the plaintext `finder` in an object: raw bytes first, then (for
-/// Parquet) the decompressed pages of every byte-array column.
-pub fn find_plain(path: &str, bytes: &Bytes, finder: &Finder<'_>) -> Result<Option<Place>> {
+/// Parquet) the decompressed pages of the byte-array columns `depth` says.
+pub fn find_plain(
+    path: &str,
+    bytes: &Bytes,
+    finder: &Finder<'_>,
+    depth: Depth,
+) -> Result<Option<Place>> {
     if let Some(at) = finder.find(bytes) {
         return Ok(Some(format!("raw bytes at offset {at}")));
     }
     if !is_parquet(bytes) {
         return Ok(None);
     }
-    find_in_pages(path, bytes, finder)
+    find_in_pages(path, bytes, finder, depth)
 }
 
-fn find_in_pages(path: &str, bytes: &Bytes, finder: &Finder<'_>) -> Result<Option<Place>> {
+fn find_in_pages(
+    path: &str,
+    bytes: &Bytes,
+    finder: &Finder<'_>,
+    depth: Depth,
+) -> Result<Option<Place>> {
     let reader = SerializedFileReader::new(bytes.clone()).map_err(|e| Error::parquet(path, e))?;
     let meta = reader.metadata();
     let schema = meta.file_metadata().schema_descr();
@@ -67,6 +105,27 @@ fn find_in_pages(path: &str, bytes: &Bytes, finder: &Finder<'_>) -> Result<Optio
                 PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY
             ) {
                 continue;
+            }
+            if depth == Depth::Fast {
+                let column = schema.column(col_index);
+                let top = column
+                    .path()
+                    .parts()
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("");
+                if !FAST_COLUMNS.contains(&top) {
+                    continue;
+                }
+                // `user_id` holds ids whole: a chunk whose range excludes
+                // the id cannot hold it.
+                if top == "user_id"
+                    && let Some(st) = col.statistics()
+                    && let (Some(min), Some(max)) = (st.min_bytes_opt(), st.max_bytes_opt())
+                    && (finder.needle() < min || finder.needle() > max)
+                {
+                    continue;
+                }
             }
             if col.encodings().any(|e| e == Encoding::DELTA_BYTE_ARRAY) {
                 arrow_fallback.push(col_index);
@@ -165,37 +224,58 @@ pub fn visit_strings(array: &dyn Array, f: &mut dyn FnMut(&[u8]) -> bool) -> boo
     }
 }
 
-/// Keyed-hash lookups of tokens against the users erased from every app,
-/// caching each token's verdict.
+/// Keyed hashes of byte strings, computed once per distinct value and shared
+/// by the threads of one verification (a user id recurs in every file).
+pub struct HashCache {
+    key: ErasureKey,
+    map: std::sync::Mutex<HashMap<Box<[u8]>, Option<UserHash>>>,
+}
+
+/// Entries kept before a [`HashCache`] starts over (bounds its memory).
+const HASH_CACHE_ENTRIES: usize = 4_000_000;
+
+impl HashCache {
+    /// A cache hashing under `key`.
+    pub fn new(key: ErasureKey) -> Self {
+        Self {
+            key,
+            map: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The keyed hash of `value` (`None` if it is not UTF-8: not an id).
+    pub fn hash(&self, value: &[u8]) -> Option<UserHash> {
+        if let Some(h) = self.map.lock().expect("hash cache lock").get(value) {
+            return *h;
+        }
+        let h = std::str::from_utf8(value).ok().map(|s| self.key.hash(s));
+        let mut map = self.map.lock().expect("hash cache lock");
+        if map.len() >= HASH_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(value.into(), h);
+        h
+    }
+}
+
+/// Keyed-hash lookups of tokens against the users erased from every app.
 pub struct HashedNeedles<'a> {
-    key: &'a ErasureKey,
+    hashes: &'a HashCache,
     erased: &'a ErasedUsers,
-    cache: HashMap<Vec<u8>, bool>,
 }
 
 impl<'a> HashedNeedles<'a> {
     /// Needles for `erased`; `None` when nothing was erased from every app.
-    pub fn new(erased: &'a ErasedUsers) -> Option<Self> {
-        let key = erased.key()?;
+    pub fn new(erased: &'a ErasedUsers, hashes: &'a HashCache) -> Option<Self> {
         erased.erased_everywhere().next()?;
-        Some(Self {
-            key,
-            erased,
-            cache: HashMap::new(),
-        })
+        Some(Self { hashes, erased })
     }
 
     /// Whether `token` is the id of a user erased from every app.
     pub fn is_erased(&mut self, token: &[u8]) -> bool {
-        if let Some(v) = self.cache.get(token) {
-            return *v;
-        }
-        let v = std::str::from_utf8(token).is_ok_and(|s| {
-            let h: UserHash = self.key.hash(s);
-            self.erased.covers_hash(None, &h)
-        });
-        self.cache.insert(token.to_vec(), v);
-        v
+        self.hashes
+            .hash(token)
+            .is_some_and(|h| self.erased.covers_hash(None, &h))
     }
 
     /// The first token of `text` naming an erased user, as a place (the
@@ -236,14 +316,74 @@ impl<'a> HashedNeedles<'a> {
     }
 }
 
+/// The distinct values of a top-level byte-array column, read from the
+/// dictionary pages alone, when every data page of every chunk of it is
+/// dictionary-encoded; `None` otherwise (or if the column is absent).
+pub fn dictionary_values(path: &str, bytes: &Bytes, column: &str) -> Result<Option<Vec<Bytes>>> {
+    let reader = SerializedFileReader::new(bytes.clone()).map_err(|e| Error::parquet(path, e))?;
+    let meta = reader.metadata();
+    let schema = meta.file_metadata().schema_descr();
+    let Some(index) = (0..schema.num_columns()).find(|i| {
+        let c = schema.column(*i);
+        c.path().parts().len() == 1 && c.name() == column
+    }) else {
+        return Ok(None);
+    };
+    let mut values = Vec::new();
+    for (rg_index, rg) in meta.row_groups().iter().enumerate() {
+        let col = rg.column(index);
+        let dictionary_only = col.column_type() == PhysicalType::BYTE_ARRAY
+            && col.dictionary_page_offset().is_some()
+            && col.page_encoding_stats_mask().is_some_and(|m| {
+                m.is_only(Encoding::RLE_DICTIONARY) || m.is_only(Encoding::PLAIN_DICTIONARY)
+            });
+        if !dictionary_only {
+            return Ok(None);
+        }
+        let mut pages = reader
+            .get_row_group(rg_index)
+            .and_then(|r| r.get_column_page_reader(index))
+            .map_err(|e| Error::parquet(path, e))?;
+        let Some(page) = pages
+            .next()
+            .transpose()
+            .map_err(|e| Error::parquet(path, e))?
+        else {
+            continue;
+        };
+        if !page.is_dictionary_page() {
+            return Ok(None);
+        }
+        // PLAIN byte arrays: a 4-byte little-endian length, then the bytes.
+        let buf = page.buffer();
+        let mut at = 0usize;
+        while at + 4 <= buf.len() {
+            let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            at += 4;
+            if at + len > buf.len() {
+                return Ok(None);
+            }
+            values.push(buf.slice(at..at + len));
+            at += len;
+        }
+    }
+    Ok(Some(values))
+}
+
 /// Rows of erased users in a data file, checked by keyed hash on its
-/// `user_id`/`app_id` (or, for `quarantine`, `raw`) columns.
+/// `user_id`/`app_id` (or, for `quarantine`, `raw`) columns. When `user_id`
+/// is dictionary-encoded throughout and no dictionary value is an erased
+/// user, the answer (0) comes from the dictionaries alone.
 pub fn erased_rows_in_data(
     path: &str,
     table: &str,
     bytes: &Bytes,
     erased: &ErasedUsers,
+    hashes: &HashCache,
 ) -> Result<u64> {
+    if !may_hold_erased(path, table, bytes, erased, hashes)? {
+        return Ok(0);
+    }
     let cols: &[&str] = &["user_id", "app_id", "raw"];
     let batches = crate::files::decode(path, bytes.clone(), Some(cols), None)?;
     let mut n = 0;
@@ -256,6 +396,29 @@ pub fn erased_rows_in_data(
         }
     }
     Ok(n)
+}
+
+/// Whether a data file may hold rows of erased users: false only when its
+/// `user_id` dictionaries prove it holds none (see [`dictionary_values`]).
+pub fn may_hold_erased(
+    path: &str,
+    table: &str,
+    bytes: &Bytes,
+    erased: &ErasedUsers,
+    hashes: &HashCache,
+) -> Result<bool> {
+    if erased.is_empty() {
+        return Ok(false);
+    }
+    if table == auditlake_schemas::tables::QUARANTINE {
+        return Ok(true);
+    }
+    match dictionary_values(path, bytes, "user_id")? {
+        Some(values) => Ok(values
+            .iter()
+            .any(|v| hashes.hash(v).is_some_and(|h| erased.names_hash(&h)))),
+        None => Ok(true),
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +456,23 @@ mod tests {
     }
 
     #[test]
+    fn dictionary_values_of_a_dictionary_column() {
+        let vals: Vec<String> = (0..5000).map(|i| format!("user-{:06}", i % 50)).collect();
+        let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
+        let bytes = parquet(&refs, &vec!["a"; refs.len()]);
+        let got = dictionary_values("t.parquet", &bytes, "s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 50);
+        assert_eq!(&got[0][..], b"user-000000");
+        assert!(
+            dictionary_values("t.parquet", &bytes, "nope")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
     fn finds_ids_inside_compressed_pages() {
         // Repetitive values compress well: the id is not in the raw bytes.
         let mut vals: Vec<String> = (0..5000).map(|i| format!("user-{:06}", i % 50)).collect();
@@ -301,16 +481,32 @@ mod tests {
         let list: Vec<&str> = vec!["a"; refs.len()];
         let bytes = parquet(&refs, &list);
         let f = Finder::new("needle-user-777");
-        assert!(find_plain("t.parquet", &bytes, &f).unwrap().is_some());
-        let place = find_in_pages("t.parquet", &bytes, &f).unwrap().unwrap();
+        assert!(
+            find_plain("t.parquet", &bytes, &f, Depth::Deep)
+                .unwrap()
+                .is_some()
+        );
+        let place = find_in_pages("t.parquet", &bytes, &f, Depth::Deep)
+            .unwrap()
+            .unwrap();
         assert!(place.contains("column s"), "{place}");
         let absent = Finder::new("user-999999");
-        assert_eq!(find_plain("t.parquet", &bytes, &absent).unwrap(), None);
+        assert_eq!(
+            find_plain("t.parquet", &bytes, &absent, Depth::Deep).unwrap(),
+            None
+        );
+        // Fast: only user columns ("s" is not one).
+        assert_eq!(
+            find_in_pages("t.parquet", &bytes, &f, Depth::Fast).unwrap(),
+            None
+        );
         // In a list column too.
         let mut list2 = list.clone();
         list2[3] = "needle-user-777";
         let bytes = parquet(&list, &list2);
-        let place = find_in_pages("t.parquet", &bytes, &f).unwrap().unwrap();
+        let place = find_in_pages("t.parquet", &bytes, &f, Depth::Deep)
+            .unwrap()
+            .unwrap();
         assert!(place.contains("column l"), "{place}");
     }
 }

@@ -34,6 +34,7 @@ use crate::filters::{SweepFilter, USER_TABLES, hold_may_cover};
 use crate::policy::{Policy, SWEEPABLE_TABLES};
 use crate::purge::{self, DEFAULT_ORPHAN_GRACE, PurgeMetrics, PurgeOptions};
 use crate::rewrite::{self, FileAction, RewriteMetrics};
+use crate::scan::HashCache;
 use crate::verify::{Verify, VerifyReport, day_name};
 use crate::{NoProgress, Progress, Result, retry};
 use auditlake_schemas::Lake;
@@ -161,6 +162,7 @@ impl Sweep {
             dry_run: self.dry_run,
         };
 
+        let hashes = erased.key().cloned().map(HashCache::new);
         let clustering = self.policy.clustering.clone();
         let clusters = |t: &str| {
             clustering
@@ -184,6 +186,7 @@ impl Sweep {
                 cutoff,
                 holds: holds.clone(),
                 erased: (!erased.is_empty() && USER_TABLES.contains(&table)).then_some(&erased),
+                hashes: hashes.as_ref(),
             };
             let rewrite = retry(table, || async {
                 let Some(t) = lake.table(table).await? else {

@@ -36,7 +36,7 @@ use crate::evidence::{self, Check, EvidenceRecord};
 use crate::files::{self, DataFile, date_in_path};
 use crate::filters::{Cols, FILTER_COLUMNS, USER_TABLES, hold_may_cover};
 use crate::policy::Policy;
-use crate::scan::{self, HashedNeedles};
+use crate::scan::{self, Depth, HashCache, HashedNeedles};
 use crate::{Error, NoProgress, Progress, Result};
 use auditlake_schemas::Lake;
 use auditlake_schemas::erasure::{self, ErasedUsers, ErasureKey};
@@ -52,6 +52,7 @@ pub struct Verify {
     policy: Option<Policy>,
     now: DateTime<Utc>,
     record: bool,
+    depth: Depth,
     parallelism: usize,
     progress: Arc<dyn Progress>,
 }
@@ -98,6 +99,7 @@ impl Verify {
             policy: None,
             now,
             record: true,
+            depth: Depth::Deep,
             parallelism: DEFAULT_PARALLELISM,
             progress: Arc::new(NoProgress),
         }
@@ -124,6 +126,12 @@ impl Verify {
     /// Whether to append an evidence record (default yes).
     pub fn with_evidence(mut self, record: bool) -> Self {
         self.record = record;
+        self
+    }
+
+    /// How much of each data file a `--user` search decompresses.
+    pub fn with_depth(mut self, depth: Depth) -> Self {
+        self.depth = depth;
         self
     }
 
@@ -183,10 +191,16 @@ impl Verify {
                 (Some(u), None) => Some(Finder::new(u.as_bytes()).into_owned()),
                 _ => None,
             },
+            depth: self.depth,
             user_app: match (&self.user, &self.app) {
                 (Some(u), Some(a)) => Some((u.clone(), a.clone())),
                 _ => None,
             },
+            hashes: erased
+                .key()
+                .filter(|_| !erased.is_empty())
+                .cloned()
+                .map(HashCache::new),
             erased: (!erased.is_empty()).then(|| erased.clone()),
             cutoffs: self
                 .policy
@@ -266,7 +280,14 @@ impl Verify {
         if ctx.finder.is_some() {
             check(
                 "erased_user_bytes",
-                format!("plaintext id in raw bytes and decompressed pages of {scope}"),
+                match self.depth {
+                    Depth::Deep => {
+                        format!("plaintext id in raw bytes and every decompressed page of {scope}")
+                    }
+                    Depth::Fast => format!(
+                        "plaintext id in raw bytes, the log, and decompressed user_id/raw pages of {scope}"
+                    ),
+                },
             );
         }
         if ctx.user_app.is_some() {
@@ -347,8 +368,10 @@ pub async fn subject(lake: &Lake, user: &str, app: Option<&str>) -> Result<Strin
 
 struct Ctx {
     finder: Option<Finder<'static>>,
+    depth: Depth,
     user_app: Option<(String, String)>,
     erased: Option<Arc<ErasedUsers>>,
+    hashes: Option<HashCache>,
     cutoffs: HashMap<String, i32>,
     holds: Vec<crate::policy::Hold>,
     table_names: HashSet<String>,
@@ -378,7 +401,12 @@ impl Ctx {
         out.unreferenced = data_file && file.is_none();
 
         if let Some(f) = &self.finder
-            && let Some(place) = scan::find_plain(path, &bytes, f)?
+            && let Some(place) = scan::find_plain(
+                path,
+                &bytes,
+                f,
+                if in_log { Depth::Deep } else { self.depth },
+            )?
         {
             out.failures
                 .push(("erased_user_bytes", format!("the user's id in {place}")));
@@ -392,16 +420,16 @@ impl Ctx {
                 ));
             }
         }
-        if let Some(erased) = &self.erased {
+        if let (Some(erased), Some(hashes)) = (&self.erased, &self.hashes) {
             let own = table.is_some_and(|t| t == evidence::EVIDENCE || t == erasure::ERASURES);
             if data_file && !own {
                 let t = table.unwrap_or_default();
-                let n = scan::erased_rows_in_data(path, t, &bytes, erased)?;
+                let n = scan::erased_rows_in_data(path, t, &bytes, erased, hashes)?;
                 if n > 0 {
                     out.failures
                         .push(("erased_users_hashed", format!("{n} row(s) of erased users")));
                 }
-            } else if !data_file && let Some(mut needles) = HashedNeedles::new(erased) {
+            } else if !data_file && let Some(mut needles) = HashedNeedles::new(erased, hashes) {
                 let place = if parquet {
                     needles.find_in_parquet_strings(path, &bytes)?
                 } else {

@@ -470,6 +470,11 @@ impl ErasedUsers {
             }
     }
 
+    /// Whether any erasure (from every app or from some) names this hash.
+    pub fn names_hash(&self, hash: &UserHash) -> bool {
+        self.everywhere.contains(hash) || self.by_app.contains_key(hash)
+    }
+
     /// Whether raw message bytes (a quarantined message) mention an erased
     /// user: every JSON string and every run of id characters in them is
     /// hashed and looked up. An erasure from one app counts when the bytes

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use auditlake_retention::scan::Depth;
 use auditlake_retention::{Erase, Policy, Progress, Sweep, Verify, VerifyReport};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Args as ClapArgs, Subcommand};
@@ -83,6 +84,10 @@ struct EraseArgs {
     /// A policy whose legal holds the erasure must honour.
     #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
     policy: Option<PathBuf>,
+    /// How the verification after the erasure searches data files: deep
+    /// (every column's decompressed pages) or fast (user_id and raw only).
+    #[arg(long, default_value = "deep")]
+    scan: Depth,
     /// See `sweep --orphan-grace`.
     #[arg(long, default_value = "1h", value_parser = parse_grace, env = "AUDITLAKE_ORPHAN_GRACE")]
     orphan_grace: TimeDelta,
@@ -102,6 +107,11 @@ struct VerifyArgs {
     /// Check keep times and legal holds of this policy too.
     #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
     policy: Option<PathBuf>,
+    /// With --user: deep searches every column's decompressed pages; fast
+    /// only the user_id and raw columns (plus every object's raw bytes and
+    /// the whole log).
+    #[arg(long, default_value = "deep")]
+    scan: Depth,
     /// Do not append an evidence record.
     #[arg(long)]
     no_evidence: bool,
@@ -229,6 +239,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
         .with_policy(policy)
         .with_orphan_grace(a.orphan_grace)
         .with_wall_clock(wall)
+        .with_verify_depth(a.scan)
         .with_progress(Arc::new(Bar::default()))
         .execute()
         .await
@@ -278,6 +289,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let now = a.common.now.unwrap_or_else(Utc::now);
     let mut v = Verify::new(lake, now)
         .with_evidence(!a.no_evidence)
+        .with_depth(a.scan)
         .with_progress(Arc::new(Bar::default()));
     if let Some(u) = a.user {
         v = v.with_user(u);
