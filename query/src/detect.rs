@@ -87,7 +87,8 @@ pub struct Detect {
 /// What a run found: the rows written to `findings` and `obligations`.
 #[derive(Debug, Clone)]
 pub struct Findings {
-    /// Every finding of the run (the `findings` schema), sorted.
+    /// The findings of this run (the `findings` schema), sorted. (After a
+    /// partial run the table also holds the earlier findings outside it.)
     pub findings: RecordBatch,
     /// Every obligation at `now` (the `obligations` schema), sorted.
     pub obligations: RecordBatch,
@@ -314,12 +315,16 @@ impl Detect {
             });
         }
         metrics.findings = batches.iter().map(RecordBatch::num_rows).sum();
-        if self.only.is_some() || self.since.is_some() {
-            let kept = self.kept_findings(&ctx, &rules).await?;
-            metrics.findings_kept = kept.iter().map(RecordBatch::num_rows).sum();
-            batches.extend(kept);
-        }
         let findings = sort_findings(&concat_batches(&tables::findings(), &batches)?)?;
+        // The table gets this run's findings plus, for a partial run, the
+        // earlier ones outside it.
+        let mut table_rows = findings.clone();
+        if self.only.is_some() || self.since.is_some() {
+            let mut kept = self.kept_findings(&ctx, &rules).await?;
+            metrics.findings_kept = kept.iter().map(RecordBatch::num_rows).sum();
+            kept.push(findings.clone());
+            table_rows = sort_findings(&concat_batches(&tables::findings(), &kept)?)?;
+        }
 
         if self.write {
             let t = Instant::now();
@@ -334,11 +339,7 @@ impl Detect {
             metrics.obligations_version = out.version;
             let out = self
                 .lake
-                .overwrite(
-                    tables::FINDINGS,
-                    vec![findings.clone()],
-                    &self.write_options,
-                )
+                .overwrite(tables::FINDINGS, vec![table_rows], &self.write_options)
                 .await?;
             metrics.findings_version = out.version;
             metrics.write_ms = t.elapsed().as_millis() as u64;
@@ -740,9 +741,33 @@ impl Findings {
         write_jsonl(&self.spec_batch(), out)
     }
 
-    /// Writes the findings as an aligned text table.
+    /// Writes the findings as an aligned text table; long evidence lists are
+    /// cut to their first three ids and a count.
     pub fn write_table<W: Write>(&self, mut out: W) -> Result<()> {
         let b = self.spec_batch();
+        let ids = b.column(b.num_columns() - 1).as_list::<i32>();
+        let summary: StringArray = (0..ids.len())
+            .map(|i| {
+                let v = ids.value(i);
+                let v = v.as_string::<i32>();
+                let shown: Vec<&str> = v.iter().flatten().take(3).collect();
+                Some(match v.len() {
+                    0..=3 => shown.join(", "),
+                    n => format!("{}, ... ({n} ids)", shown.join(", ")),
+                })
+            })
+            .collect();
+        let mut columns = b.columns().to_vec();
+        let last = columns.len() - 1;
+        columns[last] = Arc::new(summary);
+        let mut fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[last] = Field::new("event_ids", DataType::Utf8, true);
+        let b = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
         let text = arrow::util::pretty::pretty_format_batches(&[b])?;
         writeln!(out, "{text}")?;
         Ok(())
