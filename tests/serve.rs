@@ -128,7 +128,13 @@ fn ingest(lake: &Path, topic: &str, lines: &str, dir: &Path, name: &str) {
 /// A lake with `n` api-access events under `dir/lake`.
 fn fixture(dir: &Path, n: usize) -> PathBuf {
     let lake = dir.join("lake");
-    ingest(&lake, "api-access", &access_lines("e", n), dir, "access.jsonl");
+    ingest(
+        &lake,
+        "api-access",
+        &access_lines("e", n),
+        dir,
+        "access.jsonl",
+    );
     lake
 }
 
@@ -355,7 +361,10 @@ fn writes_are_refused_and_change_nothing() {
             "42501",
         ),
         (
-            format!("COPY (SELECT 1) TO PROGRAM 'touch {}'", copy_target.display()),
+            format!(
+                "COPY (SELECT 1) TO PROGRAM 'touch {}'",
+                copy_target.display()
+            ),
             "42501",
         ),
         ("DELETE FROM api_access".to_string(), "25006"),
@@ -441,7 +450,10 @@ fn slow_query_is_cancelled_while_another_client_works() {
         &["-c", "SET statement_timeout = 300", "-c", RUNAWAY],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("57014") && stderr.contains("300 ms"), "{stderr}");
+    assert!(
+        stderr.contains("57014") && stderr.contains("300 ms"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -515,7 +527,13 @@ fn commits_after_start_are_visible_to_the_next_query() {
     assert_eq!(count(&server, "SELECT count(*) FROM api_access"), 100);
     assert_eq!(count(&server, "SELECT count(*) FROM grants"), 0);
 
-    ingest(&lake, "api-access", &access_lines("late", 25), dir.path(), "late.jsonl");
+    ingest(
+        &lake,
+        "api-access",
+        &access_lines("late", 25),
+        dir.path(),
+        "late.jsonl",
+    );
     let grant = r#"{"event_id":"g1","event_time":"2026-11-20T08:00:00Z","app_id":"app1","user_id":"u1","action":"grant","scopes":["order.read"]}"#;
     ingest(&lake, "grants", grant, dir.path(), "grants.jsonl");
 
@@ -571,7 +589,11 @@ fn tls_with_verified_certificate_and_channel_binding() {
         server.port,
         cert.display()
     );
-    let out = psql(&conninfo, PASSWORD, &["-c", "SELECT count(*) FROM api_access"]);
+    let out = psql(
+        &conninfo,
+        PASSWORD,
+        &["-c", "SELECT count(*) FROM api_access"],
+    );
     assert!(
         out.status.success(),
         "{}",
