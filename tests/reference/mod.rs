@@ -652,7 +652,7 @@ pub fn evaluate(all: &Events, s: &Settings) -> (Vec<Finding>, Vec<Obligation>) {
             Some(u) => first_access.get(&(src.app, u)),
             None => first_app_access.get(src.app),
         };
-        if !prior.is_some_and(|&f| f < src.t) {
+        if prior.is_none_or(|&f| f >= src.t) {
             continue;
         }
         let hours = s
