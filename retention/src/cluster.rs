@@ -11,7 +11,8 @@
 //!
 //! A partition counts as clustered when its files, ordered by their minimum
 //! `user_id`, have ranges that do not overlap (a user may straddle two
-//! neighbours) and none is much larger than the target. Ingest appends new,
+//! neighbours) and each was written by clustering (tagged) or is no larger
+//! than 1.5 times the target. Ingest appends new,
 //! unclustered files to recent partitions; once a partition is old enough a
 //! sweep clusters it. The whole partition is sorted in memory: fine for
 //! partitions of a few GB of Arrow data, the scale a day of audit events has
@@ -55,6 +56,23 @@ pub const DEFAULT_MIN_AGE: TimeDelta = TimeDelta::days(1);
 pub const DEFAULT_TABLES: [&str; 3] = [tables::API_ACCESS, tables::GRANTS, tables::DELETIONS];
 /// The sort column.
 pub const CLUSTER_COLUMN: &str = "user_id";
+/// The `add` tag marking a file written sorted by [`CLUSTER_COLUMN`] (and
+/// kept by erasure rewrites, whose output is a subset of such a file).
+pub const CLUSTERED_TAG: &str = "auditlake.clusteredBy";
+
+/// Whether a file was written clustered by user.
+pub fn is_tagged(file: &DataFile) -> bool {
+    file.tags
+        .get(CLUSTERED_TAG)
+        .is_some_and(|v| v.as_deref() == Some(CLUSTER_COLUMN))
+}
+
+/// Marks an `add` action as clustered by user.
+pub fn tag(add: &mut deltalake::kernel::Add) {
+    add.tags
+        .get_or_insert_with(Default::default)
+        .insert(CLUSTERED_TAG.to_string(), Some(CLUSTER_COLUMN.to_string()));
+}
 
 /// Clustering options (the policy's `[clustering]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +125,10 @@ impl ClusterOptions {
 
 /// Whether a partition's files are clustered by user (see the module doc).
 pub fn is_clustered(files: &[&DataFile], target: u64) -> bool {
-    if files.iter().any(|f| f.size > target.saturating_mul(2)) {
+    if files
+        .iter()
+        .any(|f| !is_tagged(f) && f.size > target.saturating_mul(3) / 2)
+    {
         return false;
     }
     let mut ranges = Vec::with_capacity(files.len());
@@ -281,6 +302,7 @@ async fn cluster_partition(
     let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
     for mut add in adds {
         add.data_change = false;
+        tag(&mut add);
         m.bytes_written += u64::try_from(add.size).unwrap_or(0);
         m.files_added += 1;
         actions.push(Action::Add(add));

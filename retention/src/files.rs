@@ -35,6 +35,8 @@ pub struct DataFile {
     null_counts: HashMap<String, u64>,
     /// Whether the file has a deletion vector (rows hidden without a rewrite).
     pub deletion_vector: bool,
+    /// The `add` action's tags.
+    pub tags: HashMap<String, Option<String>>,
     remove: Remove,
 }
 
@@ -103,6 +105,12 @@ pub fn data_files(table: &DeltaTable, name: &str) -> Result<Vec<DataFile>> {
             ranges,
             null_counts,
             deletion_vector: view.deletion_vector_descriptor().is_some(),
+            tags: {
+                // The only public way to the tags in deltalake 1.1.
+                #[allow(deprecated)]
+                let add = view.add_action();
+                add.tags.unwrap_or_default()
+            },
             remove: view.remove_action(true),
         });
     }
@@ -175,9 +183,9 @@ pub async fn read_object(table: &DeltaTable, path: &str) -> Result<Bytes> {
 
 /// Decodes `bytes` (a data file) into batches of the columns in `columns`
 /// (all when `None`) that exist in the file, keeping only rows `keep` selects.
-pub fn decode(
+pub fn decode<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
     path: &str,
-    bytes: Bytes,
+    bytes: R,
     columns: Option<&[&str]>,
     keep: Option<RowSelection>,
 ) -> Result<Vec<RecordBatch>> {

@@ -234,7 +234,7 @@ impl RowFilter for SweepFilter<'_> {
             (Some(e), Some(h)) => Ok(!crate::scan::may_hold_erased(
                 &file.path,
                 &self.table,
-                bytes,
+                &crate::object::ObjectBytes::whole(bytes.clone()),
                 e,
                 h,
             )?),

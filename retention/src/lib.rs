@@ -34,6 +34,7 @@ pub mod erase;
 pub mod evidence;
 pub mod files;
 pub mod filters;
+pub mod object;
 pub mod policy;
 pub mod purge;
 pub mod rewrite;

@@ -198,7 +198,10 @@ pub async fn apply(
                         .flush()
                         .await
                         .map_err(|e| Error::delta(name, "flush rewritten file", e))?;
-                    for add in adds {
+                    for mut add in adds {
+                        if crate::cluster::is_tagged(file) {
+                            crate::cluster::tag(&mut add);
+                        }
                         m.bytes_written += u64::try_from(add.size).unwrap_or(0);
                         m.written.push(add.path.clone());
                         actions.push(Action::Add(add));

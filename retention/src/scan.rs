@@ -29,6 +29,7 @@ use deltalake::parquet::basic::{Encoding, Type as PhysicalType};
 use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
 use memchr::memmem::Finder;
 
+use crate::object::ObjectBytes;
 use crate::{Error, Result};
 use auditlake_schemas::erasure::{ErasedUsers, ErasureKey, UserHash, tokens};
 
@@ -72,26 +73,28 @@ pub fn is_parquet(bytes: &[u8]) -> bool {
 /// Parquet) the decompressed pages of the byte-array columns `depth` says.
 pub fn find_plain(
     path: &str,
-    bytes: &Bytes,
+    object: &ObjectBytes,
     finder: &Finder<'_>,
     depth: Depth,
 ) -> Result<Option<Place>> {
-    if let Some(at) = finder.find(bytes) {
-        return Ok(Some(format!("raw bytes at offset {at}")));
+    for (offset, bytes) in object.parts() {
+        if let Some(at) = finder.find(bytes) {
+            return Ok(Some(format!("raw bytes at offset {}", offset + at as u64)));
+        }
     }
-    if !is_parquet(bytes) {
+    if !object.is_parquet() {
         return Ok(None);
     }
-    find_in_pages(path, bytes, finder, depth)
+    find_in_pages(path, object, finder, depth)
 }
 
 fn find_in_pages(
     path: &str,
-    bytes: &Bytes,
+    object: &ObjectBytes,
     finder: &Finder<'_>,
     depth: Depth,
 ) -> Result<Option<Place>> {
-    let reader = SerializedFileReader::new(bytes.clone()).map_err(|e| Error::parquet(path, e))?;
+    let reader = SerializedFileReader::new(object.clone()).map_err(|e| Error::parquet(path, e))?;
     let meta = reader.metadata();
     let schema = meta.file_metadata().schema_descr();
     let mut arrow_fallback = Vec::new();
@@ -158,7 +161,7 @@ fn find_in_pages(
     }
     arrow_fallback.sort_unstable();
     arrow_fallback.dedup();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+    let builder = ParquetRecordBatchReaderBuilder::try_new(object.clone())
         .map_err(|e| Error::parquet(path, e))?;
     let mask = ProjectionMask::leaves(builder.parquet_schema(), arrow_fallback);
     let reader = builder
@@ -292,8 +295,12 @@ impl<'a> HashedNeedles<'a> {
 
     /// The first string value (any column) of a Parquet object holding a
     /// token that names an erased user.
-    pub fn find_in_parquet_strings(&mut self, path: &str, bytes: &Bytes) -> Result<Option<Place>> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+    pub fn find_in_parquet_strings(
+        &mut self,
+        path: &str,
+        object: &ObjectBytes,
+    ) -> Result<Option<Place>> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(object.clone())
             .and_then(|b| b.build())
             .map_err(|e| Error::parquet(path, e))?;
         for batch in reader {
@@ -319,8 +326,12 @@ impl<'a> HashedNeedles<'a> {
 /// The distinct values of a top-level byte-array column, read from the
 /// dictionary pages alone, when every data page of every chunk of it is
 /// dictionary-encoded; `None` otherwise (or if the column is absent).
-pub fn dictionary_values(path: &str, bytes: &Bytes, column: &str) -> Result<Option<Vec<Bytes>>> {
-    let reader = SerializedFileReader::new(bytes.clone()).map_err(|e| Error::parquet(path, e))?;
+pub fn dictionary_values(
+    path: &str,
+    object: &ObjectBytes,
+    column: &str,
+) -> Result<Option<Vec<Bytes>>> {
+    let reader = SerializedFileReader::new(object.clone()).map_err(|e| Error::parquet(path, e))?;
     let meta = reader.metadata();
     let schema = meta.file_metadata().schema_descr();
     let Some(index) = (0..schema.num_columns()).find(|i| {
@@ -377,15 +388,15 @@ pub fn dictionary_values(path: &str, bytes: &Bytes, column: &str) -> Result<Opti
 pub fn erased_rows_in_data(
     path: &str,
     table: &str,
-    bytes: &Bytes,
+    object: &ObjectBytes,
     erased: &ErasedUsers,
     hashes: &HashCache,
 ) -> Result<u64> {
-    if !may_hold_erased(path, table, bytes, erased, hashes)? {
+    if !may_hold_erased(path, table, object, erased, hashes)? {
         return Ok(0);
     }
     let cols: &[&str] = &["user_id", "app_id", "raw"];
-    let batches = crate::files::decode(path, bytes.clone(), Some(cols), None)?;
+    let batches = crate::files::decode(path, object.clone(), Some(cols), None)?;
     let mut n = 0;
     for b in batches {
         if let Some(mask) = erased
@@ -403,7 +414,7 @@ pub fn erased_rows_in_data(
 pub fn may_hold_erased(
     path: &str,
     table: &str,
-    bytes: &Bytes,
+    object: &ObjectBytes,
     erased: &ErasedUsers,
     hashes: &HashCache,
 ) -> Result<bool> {
@@ -413,7 +424,7 @@ pub fn may_hold_erased(
     if table == auditlake_schemas::tables::QUARANTINE {
         return Ok(true);
     }
-    match dictionary_values(path, bytes, "user_id")? {
+    match dictionary_values(path, object, "user_id")? {
         Some(values) => Ok(values
             .iter()
             .any(|v| hashes.hash(v).is_some_and(|h| erased.names_hash(&h)))),
@@ -459,7 +470,7 @@ mod tests {
     fn dictionary_values_of_a_dictionary_column() {
         let vals: Vec<String> = (0..5000).map(|i| format!("user-{:06}", i % 50)).collect();
         let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
-        let bytes = parquet(&refs, &vec!["a"; refs.len()]);
+        let bytes = ObjectBytes::whole(parquet(&refs, &vec!["a"; refs.len()]));
         let got = dictionary_values("t.parquet", &bytes, "s")
             .unwrap()
             .unwrap();
@@ -479,7 +490,7 @@ mod tests {
         vals.push("needle-user-777".into());
         let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
         let list: Vec<&str> = vec!["a"; refs.len()];
-        let bytes = parquet(&refs, &list);
+        let bytes = ObjectBytes::whole(parquet(&refs, &list));
         let f = Finder::new("needle-user-777");
         assert!(
             find_plain("t.parquet", &bytes, &f, Depth::Deep)
@@ -503,7 +514,7 @@ mod tests {
         // In a list column too.
         let mut list2 = list.clone();
         list2[3] = "needle-user-777";
-        let bytes = parquet(&list, &list2);
+        let bytes = ObjectBytes::whole(parquet(&list, &list2));
         let place = find_in_pages("t.parquet", &bytes, &f, Depth::Deep)
             .unwrap()
             .unwrap();

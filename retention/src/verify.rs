@@ -25,16 +25,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use memchr::memmem::Finder;
-use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use crate::evidence::{self, Check, EvidenceRecord};
 use crate::files::{self, DataFile, date_in_path};
 use crate::filters::{Cols, FILTER_COLUMNS, USER_TABLES, hold_may_cover};
+use crate::object::{self, ObjectBytes};
 use crate::policy::Policy;
 use crate::scan::{self, Depth, HashCache, HashedNeedles};
 use crate::{Error, NoProgress, Progress, Result};
@@ -64,8 +63,11 @@ pub struct VerifyReport {
     pub checks: Vec<Check>,
     /// Objects read.
     pub objects: usize,
-    /// Bytes read.
+    /// Bytes of the objects checked.
     pub bytes: u64,
+    /// Bytes actually read (footers and the needed columns of data files
+    /// when the checks need no more).
+    pub bytes_read: u64,
     /// Unreferenced data files seen (not a failure by itself).
     pub unreferenced: Vec<String>,
     /// Seconds taken.
@@ -229,18 +231,21 @@ impl Verify {
                 let file = referenced.get(meta.location.as_ref()).cloned();
                 let progress = self.progress.clone();
                 async move {
-                    let bytes = match store.get(&meta.location).await {
-                        Ok(got) => got.bytes().await?,
-                        // Deleted between listing and reading (a concurrent purge).
-                        Err(object_store::Error::NotFound { .. }) => Bytes::new(),
-                        Err(e) => return Err(Error::from(e)),
-                    };
                     let path = meta.location.to_string();
-                    let n = bytes.len() as u64;
-                    let r = tokio::task::spawn_blocking(move || ctx.check(&path, bytes, file))
+                    // A vanished object (a concurrent purge) reads as empty.
+                    let object = match ctx.columns_needed(&path) {
+                        Some(cols) => {
+                            object::fetch_columns(store.as_ref(), &meta.location, meta.size, &cols)
+                                .await?
+                        }
+                        None => object::fetch_whole(store.as_ref(), &meta.location).await?,
+                    };
+                    let fetched = object.fetched();
+                    let mut r = tokio::task::spawn_blocking(move || ctx.check(&path, object, file))
                         .await
                         .map_err(|e| Error::Internal(format!("verify task: {e}")))??;
-                    progress.advance(n);
+                    r.fetched = fetched;
+                    progress.advance(meta.size);
                     Ok::<_, Error>(r)
                 }
             })
@@ -252,6 +257,7 @@ impl Verify {
         let mut report = VerifyReport {
             objects: listing.len(),
             bytes: total_bytes,
+            bytes_read: results.iter().map(|r| r.fetched).sum(),
             ..VerifyReport::default()
         };
         let mut failures: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
@@ -379,14 +385,39 @@ struct Ctx {
 
 struct ObjectResult {
     path: String,
+    fetched: u64,
     failures: Vec<(&'static str, String)>,
     unreferenced: bool,
 }
 
 impl Ctx {
-    fn check(&self, path: &str, bytes: Bytes, file: Option<DataFile>) -> Result<ObjectResult> {
+    /// The columns a data file must be read for, when not all of it is
+    /// needed (no deep plaintext search); `None`: read the whole object.
+    fn columns_needed(&self, path: &str) -> Option<Vec<&'static str>> {
+        let (table, rest) = path.split_once('/')?;
+        if !self.table_names.contains(table)
+            || rest.starts_with("_delta_log/")
+            || !path.ends_with(".parquet")
+            || (self.finder.is_some() && self.depth == Depth::Deep)
+        {
+            return None;
+        }
+        let mut cols = vec!["user_id", "app_id", "raw"];
+        if self.cutoffs.contains_key(table) && !self.holds.is_empty() {
+            cols.extend(crate::filters::TIME_COLUMNS);
+        }
+        Some(cols)
+    }
+
+    fn check(
+        &self,
+        path: &str,
+        bytes: ObjectBytes,
+        file: Option<DataFile>,
+    ) -> Result<ObjectResult> {
         let mut out = ObjectResult {
             path: path.to_string(),
+            fetched: 0,
             failures: Vec::new(),
             unreferenced: false,
         };
@@ -396,7 +427,7 @@ impl Ctx {
             }
             _ => (None, false),
         };
-        let parquet = scan::is_parquet(&bytes);
+        let parquet = bytes.is_parquet();
         let data_file = table.is_some() && !in_log && parquet;
         out.unreferenced = data_file && file.is_none();
 
@@ -412,7 +443,9 @@ impl Ctx {
                 .push(("erased_user_bytes", format!("the user's id in {place}")));
         }
         if let (Some((user, app)), Some(t), true) = (&self.user_app, table, data_file) {
-            let n = count_rows(path, t, &bytes, |c, i| c.is_users(i, user, Some(app)))?;
+            let n = count_rows(path, t, &bytes, &["user_id", "app_id", "raw"], |c, i| {
+                c.is_users(i, user, Some(app))
+            })?;
             if n > 0 {
                 out.failures.push((
                     "erased_user_rows",
@@ -433,7 +466,10 @@ impl Ctx {
                 let place = if parquet {
                     needles.find_in_parquet_strings(path, &bytes)?
                 } else {
-                    needles.find_in_text(&bytes)
+                    bytes
+                        .parts()
+                        .iter()
+                        .find_map(|(_, b)| needles.find_in_text(b))
                 };
                 if let Some(place) = place {
                     out.failures.push(("erased_users_hashed", place));
@@ -463,7 +499,7 @@ impl Ctx {
                         ));
                     }
                     Some(_) => {
-                        let n = count_rows(path, t, &bytes, |c, i| {
+                        let n = count_rows(path, t, &bytes, &FILTER_COLUMNS, |c, i| {
                             c.held_by(i, &self.holds).is_none()
                         })?;
                         if n > 0 {
@@ -483,11 +519,12 @@ impl Ctx {
 fn count_rows(
     path: &str,
     table: &str,
-    bytes: &Bytes,
+    bytes: &ObjectBytes,
+    columns: &[&str],
     pred: impl Fn(&Cols, usize) -> bool,
 ) -> Result<u64> {
     let mut n = 0;
-    for b in files::decode(path, bytes.clone(), Some(&FILTER_COLUMNS), None)? {
+    for b in files::decode(path, bytes.clone(), Some(columns), None)? {
         let c = Cols::of(table, &b)?;
         n += (0..b.num_rows()).filter(|i| pred(&c, *i)).count() as u64;
     }

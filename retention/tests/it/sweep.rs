@@ -189,6 +189,21 @@ async fn clustering_by_user_makes_an_erasure_rewrite_few_files() {
         "{} of {t_files} files rewritten",
         api.retired.len()
     );
+    // Rewritten files stay marked clustered: the next sweep leaves them.
+    let policy = Policy::parse(
+        "[clustering]\ntables = [\"api_access\"]\ntarget_file_size = \"3KiB\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    let after = Sweep::new(lake.clone(), policy, t).execute().await.unwrap();
+    assert!(
+        after.tables["api_access"]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .partitions
+            .is_empty()
+    );
     // Statistics rule out every file whose user range misses the victim.
     assert!(
         api.files_read * 2 <= t_files,
