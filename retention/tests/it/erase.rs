@@ -166,3 +166,48 @@ async fn a_legal_hold_on_the_user_refuses_the_erasure() {
     );
     assert_eq!(fixture::listing(&lake).await, listing, "nothing changed");
 }
+
+#[tokio::test]
+async fn kafka_offsets_in_the_log_survive_the_log_cleanup() {
+    use auditlake_schemas::lake::{TxnUpdate, WriteOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    // An ingest commit carrying a Kafka offset as a Delta app transaction.
+    let t = lake.require_table("api_access").await.unwrap();
+    let empty = arrow::array::RecordBatch::new_empty(auditlake_schemas::tables::api_access());
+    lake.append(
+        "api_access",
+        vec![empty],
+        vec![TxnUpdate {
+            app_id: "auditlake-ingest/api-access/0".into(),
+            from: lake
+                .txn_version(&t, "auditlake-ingest/api-access/0")
+                .await
+                .unwrap(),
+            to: 4242,
+        }],
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (outcome, _) = Erase::new(lake.clone(), VICTIM, now("2026-11-20T00:00:00Z"))
+        .execute()
+        .await
+        .unwrap();
+    assert!(outcome.passed());
+    let store = lake.object_store().unwrap();
+    let log: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        object_store::ObjectStore::list(store.as_ref(), Some(&"api_access/_delta_log/".into())),
+    )
+    .await
+    .unwrap();
+    assert!(log.len() <= 3, "old log files remain: {log:?}");
+    let t = lake.require_table("api_access").await.unwrap();
+    assert_eq!(
+        lake.txn_version(&t, "auditlake-ingest/api-access/0")
+            .await
+            .unwrap(),
+        Some(4242)
+    );
+}
