@@ -17,6 +17,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::LakeArgs;
 
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Exit code of a run whose verification failed.
 pub const EXIT_VERIFY_FAILED: u8 = 2;
 
@@ -72,7 +80,8 @@ struct EraseArgs {
     #[command(flatten)]
     common: Common,
     /// The user id to erase (it is never written to the lake; evidence names
-    /// the user by keyed hash).
+    /// the user by keyed hash). `-` reads it from the first line of stdin,
+    /// keeping it out of process listings and shell history.
     #[arg(long)]
     user: String,
     /// Erase only the user's rows of this app.
@@ -97,8 +106,9 @@ struct EraseArgs {
 struct VerifyArgs {
     #[command(flatten)]
     common: Common,
-    /// Check that this user's id (in plaintext) is in no object at all.
-    /// Without it, erased users are checked by keyed hash only.
+    /// Check that this user's id (in plaintext) is in no object at all
+    /// (`-`: read it from stdin). Without it, erased users are checked by
+    /// keyed hash only.
     #[arg(long)]
     user: Option<String>,
     /// With --user: check only that no row of the user in this app remains.
@@ -125,6 +135,18 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 fn parse_grace(s: &str) -> Result<TimeDelta, String> {
     auditlake_retention::policy::parse_duration(s)
+}
+
+/// The user id argument, or the first line of stdin for `-`.
+fn user_id(arg: String) -> anyhow::Result<String> {
+    if arg != "-" {
+        return Ok(arg);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the user id from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
@@ -154,7 +176,7 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         .execute()
         .await?;
     if a.common.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let verb = if report.dry_run {
             "would delete"
@@ -163,7 +185,7 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         };
         for (table, t) in &report.tables {
             let bytes: u64 = t.rewrite.retired.iter().map(|f| f.bytes).sum();
-            println!(
+            outln!(
                 "{table}: {verb} {} rows in {} files ({bytes} bytes) over {} partitions{}",
                 t.rewrite.rows_removed,
                 t.rewrite.retired.len(),
@@ -175,11 +197,11 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
             );
             if report.dry_run {
                 for p in &t.rewrite.partitions {
-                    println!("  {table}/{p}");
+                    outln!("  {table}/{p}");
                 }
             }
             if let Some(c) = t.cluster.as_ref().filter(|c| !c.partitions.is_empty()) {
-                println!(
+                outln!(
                     "  {} {} partitions by user: {} files ({} bytes) -> {}",
                     if report.dry_run {
                         "would cluster"
@@ -203,7 +225,7 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
                 .filter(|o| o.why != "would retire")
                 .collect();
             if !purged.is_empty() {
-                println!(
+                outln!(
                     "  {} {} objects from the store ({} bytes)",
                     if report.dry_run {
                         "would remove"
@@ -216,13 +238,13 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if report.erasures > 0 {
-            println!("applied {} erasure tombstones", report.erasures);
+            outln!("applied {} erasure tombstones", report.erasures);
         }
         if let Some(v) = &report.verify {
             print_verify(v);
         }
         if let Some(seq) = report.evidence_seq {
-            println!("evidence record {seq}");
+            outln!("evidence record {seq}");
         }
     }
     Ok(exit(report.passed()))
@@ -233,7 +255,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
     let lake = a.common.lake.open()?;
     let wall = Utc::now();
     let now = a.common.now.unwrap_or(wall);
-    let (outcome, metrics) = Erase::new(lake, a.user, now)
+    let (outcome, metrics) = Erase::new(lake, user_id(a.user)?, now)
         .with_app(a.app)
         .with_reason(a.reason)
         .with_policy(policy)
@@ -245,7 +267,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("erase")?;
     if a.common.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "outcome": outcome,
@@ -253,7 +275,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
             }))?
         );
     } else {
-        println!(
+        outln!(
             "erased user {} ({}): {} rows removed, {} of {} files rewritten, {} objects deleted",
             outcome.user_hash,
             outcome.erasure_id,
@@ -267,17 +289,19 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
                 .sum::<usize>()
         );
         for (table, rows) in &outcome.rows_removed {
-            println!("  {table}: {rows} rows");
+            outln!("  {table}: {rows} rows");
         }
-        println!(
+        outln!(
             "  rewrite {:.2} s, purge {:.2} s, verify {:.2} s",
-            metrics.seconds_rewrite, metrics.seconds_purge, metrics.seconds_verify
+            metrics.seconds_rewrite,
+            metrics.seconds_purge,
+            metrics.seconds_verify
         );
         if let Some(v) = &outcome.verify {
             print_verify(v);
         }
         if let Some(seq) = outcome.evidence_seq {
-            println!("evidence record {seq}");
+            outln!("evidence record {seq}");
         }
     }
     Ok(exit(outcome.passed()))
@@ -292,7 +316,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .with_depth(a.scan)
         .with_progress(Arc::new(Bar::default()));
     if let Some(u) = a.user {
-        v = v.with_user(u);
+        v = v.with_user(user_id(u)?);
     }
     if let Some(app) = a.app {
         v = v.with_app(app);
@@ -302,34 +326,36 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let report = v.execute().await?;
     if a.common.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_verify(&report);
         if let Some(seq) = report.evidence_seq {
-            println!("evidence record {seq}");
+            outln!("evidence record {seq}");
         }
     }
     Ok(exit(report.passed()))
 }
 
 fn print_verify(v: &VerifyReport) {
-    println!(
+    outln!(
         "verify: {} objects, {} bytes read in {:.2} s",
-        v.objects, v.bytes, v.seconds
+        v.objects,
+        v.bytes,
+        v.seconds
     );
     for c in &v.checks {
-        println!(
+        outln!(
             "  {} {}: {}",
             if c.passed { "PASS" } else { "FAIL" },
             c.name,
             c.detail
         );
         for f in &c.failures {
-            println!("    {f}");
+            outln!("    {f}");
         }
     }
     if !v.unreferenced.is_empty() {
-        println!(
+        outln!(
             "  note: {} unreferenced data files (removed by the next sweep once older than the grace)",
             v.unreferenced.len()
         );
