@@ -125,9 +125,9 @@ def main():
         sql = sql.format(user=user)
         best = float("inf")
         for _ in range(3):
-            s, _, out = run([args.bin, "sql", "--lake", str(lake), "--format", "csv", sql], env)
+            s, _, out = run([args.bin, "sql", "--lake", str(lake), "--format", "json", sql], env)
             best = min(best, s)
-        a_rows = max(len(out.splitlines()) - 1, 0)
+        a_rows = len(out.splitlines())
         d, d_rows = duck_query(con, sql)
         res["queries"][name] = {"auditlake_s": best, "duckdb_s": d, "ratio": best / d,
                                 "auditlake_rows": a_rows, "duckdb_rows": d_rows}
