@@ -10,8 +10,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/auditlake/target}"
 TOOLS="${AUDITLAKE_TOOLS:-$HOME/.cache/auditlake/tools}"
 EVENTS=500000
 [ "${1:-}" = "--events" ] && EVENTS="$2"
-cargo build --release --bin auditlake
-BIN="$CARGO_TARGET_DIR/release/auditlake"
+[ -n "${AUDITLAKE_BIN:-}" ] || cargo build --release --bin auditlake
+BIN="${AUDITLAKE_BIN:-$CARGO_TARGET_DIR/release/auditlake}"
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$WORK" && exec "$TOOLS/bin/tansu" broker --listener-url "tcp://127.0.0.1:$PORT" \
