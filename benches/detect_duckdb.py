@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--allowed-regions", default="CN")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out")
+    ap.add_argument("--materialize", action="store_true",
+                    help="keep the `access` view in a temp table, as `auditlake detect` does by default")
     a = ap.parse_args()
 
     con = duckdb.connect()
@@ -73,6 +75,10 @@ def main():
     for path in sorted(glob.glob(os.path.join(VIEWS, "*.sql"))):
         name = re.sub(r"^\d+_", "", os.path.basename(path))[:-4]
         con.execute(f"CREATE VIEW {name} AS {bind(open(path).read(), params)}")
+        if a.materialize and name == "access":
+            con.execute("CREATE TEMP TABLE access_tmp AS SELECT * FROM access")
+            con.execute("DROP VIEW access")
+            con.execute("ALTER TABLE access_tmp RENAME TO access")
     # Obligations once, as detect does (deletion_overdue reads them).
     t = time.time()
     con.execute("CREATE TEMP TABLE obligations_tmp AS SELECT * FROM obligations_at")

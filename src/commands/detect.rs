@@ -45,14 +45,14 @@ pub struct Args {
     /// findings in the table are kept.
     #[arg(long, value_parser = parse_time)]
     since: Option<DateTime<Utc>>,
-    /// Client regions to which personal data may go without export approval (comma-separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "CN",
-        env = "AUDITLAKE_ALLOWED_REGIONS"
-    )]
-    allowed_regions: Vec<String>,
+    /// Client regions to which personal data may go without export approval
+    /// (comma-separated). Default: the policy file's, else CN.
+    #[arg(long, value_delimiter = ',', env = "AUDITLAKE_ALLOWED_REGIONS")]
+    allowed_regions: Option<Vec<String>>,
+    /// Retention policy file: its [deadlines] set the obligation deadlines and
+    /// its allowed regions the default of --allowed-regions.
+    #[arg(long, value_name = "FILE", env = "AUDITLAKE_POLICY")]
+    policy: Option<PathBuf>,
     /// Obligation deadline override, REASON=HOURS (repeatable), e.g. user_request=48.
     #[arg(long = "deadline", value_name = "REASON=HOURS", value_parser = parse_deadline)]
     deadlines: Vec<(String, i64)>,
@@ -62,6 +62,10 @@ pub struct Args {
     /// Print the run's metrics as JSON on stderr at the end.
     #[arg(long)]
     metrics: bool,
+    /// Read api_access from Parquet in every rule instead of once into memory
+    /// (less memory, more time).
+    #[arg(long)]
+    no_materialize: bool,
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -89,18 +93,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The only clock read of a run: the default evaluation time.
     let now = args.now.unwrap_or_else(Utc::now);
     let lake = args.lake.open()?;
-    let policy = ObligationPolicy::default().with_deadlines(
+    let mut policy = ObligationPolicy::default();
+    let mut regions: Vec<String> = auditlake_query::detect::DEFAULT_ALLOWED_REGIONS
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    if let Some(path) = &args.policy {
+        let file = auditlake_retention::Policy::load(path)
+            .with_context(|| format!("loading policy {}", path.display()))?;
+        policy = policy.with_deadlines(file.deadlines.clone());
+        regions = file.allowed_regions.clone();
+    }
+    let policy = policy.with_deadlines(
         args.deadlines
             .iter()
             .map(|(r, h)| (r.clone(), chrono::Duration::hours(*h))),
     );
+    let regions = args.allowed_regions.clone().unwrap_or(regions);
     let mut detect = Detect::new(lake.clone())
         .with_now(now)
         .with_rules_only(args.rules_only.clone())
         .with_since(args.since)
         .with_policy(policy)
-        .with_allowed_regions(args.allowed_regions.iter().map(|r| r.trim().to_string()))
-        .with_write(!args.dry_run);
+        .with_allowed_regions(regions.iter().map(|r| r.trim().to_string()))
+        .with_write(!args.dry_run)
+        .with_materialize(!args.no_materialize);
     if let Some(dir) = &args.rules_dir {
         detect = detect.with_rules_dir(dir)?;
     }
