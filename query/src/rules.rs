@@ -197,10 +197,13 @@ impl Rule {
         check_parameters(text, source)?;
         let statements = DFParser::parse_sql(text).map_err(|e| {
             let message = e.to_string();
-            err(
-                line_of_parser_error(&message).unwrap_or(statement_line),
-                message,
-            )
+            // The parser gives a position except at the end of the text.
+            let fallback = if message.contains("EOF") {
+                text.trim_end().lines().count()
+            } else {
+                statement_line
+            };
+            err(line_of_parser_error(&message).unwrap_or(fallback), message)
         })?;
         if statements.len() != 1 {
             return Err(err(
