@@ -52,6 +52,10 @@ use crate::{Error, Result};
 /// Client regions to which personal data may go without export approval.
 pub const DEFAULT_ALLOWED_REGIONS: [&str; 1] = ["CN"];
 
+/// Memory for keeping the `access` view of a run in memory (Arrow bytes):
+/// about 13M calls (5M generated calls took 1.59 GB).
+pub const DEFAULT_MATERIALIZE_BUDGET: usize = 4 << 30;
+
 /// The fields of a printed finding, in order (SPEC section 6).
 pub const SPEC_FIELDS: [&str; 14] = [
     "rule_id",
@@ -82,7 +86,7 @@ pub struct Detect {
     allowed_regions: Vec<String>,
     write: bool,
     write_options: WriteOptions,
-    materialize: bool,
+    materialize_budget: usize,
 }
 
 /// What a run found: the rows written to `findings` and `obligations`.
@@ -153,7 +157,7 @@ impl Detect {
                 .collect(),
             write: true,
             write_options: WriteOptions::default(),
-            materialize: true,
+            materialize_budget: DEFAULT_MATERIALIZE_BUDGET,
         }
     }
 
@@ -232,21 +236,38 @@ impl Detect {
     }
 
     /// Keep the `access` view (every call up to `now`, the columns rules
-    /// read) in memory for the run: one Parquet scan instead of one per rule,
-    /// for memory of about 250 bytes per call. Default true.
-    pub fn with_materialize(mut self, materialize: bool) -> Self {
-        self.materialize = materialize;
+    /// read) in memory for the run, while its Arrow data stays within
+    /// `budget` bytes: one Parquet scan instead of one per rule (~1.8x faster
+    /// on 5M calls), for ~320 bytes per call. 0 = never. Default
+    /// [`DEFAULT_MATERIALIZE_BUDGET`].
+    pub fn with_materialize_budget(mut self, budget: usize) -> Self {
+        self.materialize_budget = budget;
         self
+    }
+
+    /// `with_materialize_budget(0)` when false, the default budget when true.
+    pub fn with_materialize(self, materialize: bool) -> Self {
+        let budget = if materialize {
+            DEFAULT_MATERIALIZE_BUDGET
+        } else {
+            0
+        };
+        self.with_materialize_budget(budget)
     }
 
     /// Registers the views of this run in `ctx` (lake tables must be there).
     pub async fn register_views(&self, ctx: &SessionContext) -> Result<()> {
-        let materialize: &[&str] = if self.materialize { &["access"] } else { &[] };
+        let materialize: &[&str] = if self.materialize_budget > 0 {
+            &["access"]
+        } else {
+            &[]
+        };
         crate::views::register_views(
             ctx,
             &self.parameters()?,
             &self.policy.view_sql(),
             materialize,
+            self.materialize_budget,
         )
         .await?;
         Ok(())

@@ -96,37 +96,63 @@ pub fn policy_deadlines_sql(deadlines: &[(String, Duration)], fallback: Duration
 /// Views named in `materialize` are computed once, right after they are
 /// defined, and kept in memory as a table of the same name, so the views and
 /// rules built on them read memory instead of Parquet (for `access`: one scan
-/// of `api_access` per run instead of one per rule). Returns the rows kept.
+/// of `api_access` per run instead of one per rule) -- as long as their Arrow
+/// data stays within `budget` bytes; past it the view stays a view. Returns
+/// the rows kept in memory.
 pub async fn register_views(
     ctx: &SessionContext,
     params: &[(&str, String)],
     policy_deadlines: &str,
     materialize: &[&str],
+    budget: usize,
 ) -> Result<usize> {
     create_view(ctx, POLICY_DEADLINES, policy_deadlines).await?;
     let mut rows = 0;
     for (name, sql) in VIEWS {
         create_view(ctx, name, &bind(sql, params)).await?;
         if materialize.contains(&name) {
-            rows += materialize_view(ctx, name).await?;
+            rows += materialize_view(ctx, name, budget).await?.unwrap_or(0);
         }
     }
     Ok(rows)
 }
 
-async fn materialize_view(ctx: &SessionContext, name: &str) -> Result<usize> {
+/// Collects view `name` into a memory table replacing it, unless its batches
+/// pass `budget` bytes (then `None`, and the view is left as it is).
+async fn materialize_view(
+    ctx: &SessionContext,
+    name: &str,
+    budget: usize,
+) -> Result<Option<usize>> {
+    use futures::StreamExt;
     let df = ctx.table(name).await?;
     let schema = df.schema().inner().clone();
-    let partitions = df.collect_partitioned().await?;
-    let rows = partitions
-        .iter()
-        .flatten()
-        .map(|b| b.num_rows())
-        .sum::<usize>();
-    let table = datafusion::datasource::MemTable::try_new(schema, partitions)?;
+    let partitions = ctx.state().config().target_partitions().max(1);
+    let mut stream = df.execute_stream().await?;
+    let mut parts: Vec<Vec<datafusion::arrow::record_batch::RecordBatch>> =
+        vec![Vec::new(); partitions];
+    let (mut rows, mut bytes, mut i) = (0usize, 0usize, 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if bytes > budget {
+            tracing::warn!(
+                view = name,
+                budget,
+                rows,
+                "view larger than the memory budget; rules read it from the lake instead"
+            );
+            return Ok(None);
+        }
+        parts[i % partitions].push(batch);
+        i += 1;
+    }
+    let table = datafusion::datasource::MemTable::try_new(schema, parts)?;
     ctx.deregister_table(name)?;
     ctx.register_table(name, std::sync::Arc::new(table))?;
-    Ok(rows)
+    tracing::info!(view = name, rows, bytes, "view kept in memory");
+    Ok(Some(rows))
 }
 
 async fn create_view(ctx: &SessionContext, name: &str, sql: &str) -> Result<()> {

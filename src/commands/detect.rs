@@ -66,6 +66,10 @@ pub struct Args {
     /// (less memory, more time).
     #[arg(long)]
     no_materialize: bool,
+    /// Memory for keeping the calls up to --now in memory for the run (e.g.
+    /// 2GiB); a lake with more is read per rule instead.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, env = "AUDITLAKE_DETECT_MEMORY")]
+    materialize_budget: Option<u64>,
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -117,7 +121,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_policy(policy)
         .with_allowed_regions(regions.iter().map(|r| r.trim().to_string()))
         .with_write(!args.dry_run)
-        .with_materialize(!args.no_materialize);
+        .with_materialize_budget(if args.no_materialize {
+            0
+        } else {
+            args.materialize_budget
+                .map_or(auditlake_query::detect::DEFAULT_MATERIALIZE_BUDGET, |b| {
+                    usize::try_from(b).unwrap_or(usize::MAX)
+                })
+        });
     if let Some(dir) = &args.rules_dir {
         detect = detect.with_rules_dir(dir)?;
     }
