@@ -259,3 +259,28 @@ async fn no_now_no_run() {
     let err = Detect::new(lake).execute().await.unwrap_err().to_string();
     assert!(err.contains("with_now"), "{err}");
 }
+
+#[tokio::test]
+async fn memory_budget_changes_time_not_findings() {
+    let lake = lake_with(&[
+        (Topic::ApiAccess, ACCESS_NO_GRANT),
+        (Topic::ApiAccess, ACCESS_US),
+    ])
+    .await;
+    let mut outputs = Vec::new();
+    for budget in [0, 1, auditlake_query::detect::DEFAULT_MATERIALIZE_BUDGET] {
+        let (found, _) = Detect::new(lake.clone())
+            .with_now(now())
+            .with_write(false)
+            .with_materialize_budget(budget)
+            .execute()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        found.write_jsonl(&mut out).unwrap();
+        outputs.push(out);
+    }
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
