@@ -53,7 +53,8 @@ impl ObjectBytes {
         self.parts.iter().map(|(_, b)| b.len() as u64).sum()
     }
 
-    /// Whether the object ends like a Parquet file.
+    /// Whether the object looks like a Parquet file (magic at both ends;
+    /// a partial object's footer parsed when it was fetched).
     pub fn is_parquet(&self) -> bool {
         let head = self
             .parts
@@ -194,14 +195,6 @@ pub async fn fetch_columns(
             *b = Bytes::from(joined);
         }
         _ => parts.push((footer_start, footer)),
-    }
-    if parts.first().is_none_or(|(o, _)| *o > 0) {
-        // The magic at the start, so `is_parquet` can tell.
-        let head = store.get_range(path, 0..4).await?;
-        match parts.first_mut() {
-            Some((0, _)) => {}
-            _ => parts.insert(0, (0, head)),
-        }
     }
     Ok(ObjectBytes {
         len: size,

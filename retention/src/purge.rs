@@ -131,9 +131,9 @@ pub async fn purge(
 }
 
 /// How long after writing checkpoints the older log files are deleted: a
-/// reader that read `_last_checkpoint` just before finishes loading first
-/// (one that is slower gets a retryable "not found" and reloads).
-pub const LOG_CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// reader that read `_last_checkpoint` just before usually finishes loading
+/// first (one that is slower gets a retryable "not found" and reloads).
+pub const LOG_CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Deletes the commit, checkpoint and checksum files of `table` older than
 /// the checkpoint at `version` (written by [`purge`]).

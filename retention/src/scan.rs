@@ -395,7 +395,12 @@ pub fn erased_rows_in_data(
     if !may_hold_erased(path, table, object, erased, hashes)? {
         return Ok(0);
     }
-    let cols: &[&str] = &["user_id", "app_id", "raw"];
+    // `app_id` only matters for erasures from one app.
+    let cols: &[&str] = if erased.erased_by_app().next().is_some() {
+        &["user_id", "app_id", "raw"]
+    } else {
+        &["user_id", "raw"]
+    };
     let batches = crate::files::decode(path, object.clone(), Some(cols), None)?;
     let mut n = 0;
     for b in batches {

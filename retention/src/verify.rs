@@ -40,8 +40,9 @@ use crate::{Error, NoProgress, Progress, Result};
 use auditlake_schemas::Lake;
 use auditlake_schemas::erasure::{self, ErasedUsers, ErasureKey};
 
-/// Objects fetched and scanned at once.
-pub const DEFAULT_PARALLELISM: usize = 4;
+/// Objects fetched and scanned at once (mostly ranged reads: more than the
+/// cores).
+pub const DEFAULT_PARALLELISM: usize = 8;
 
 /// A verification of the lake; see the module doc.
 pub struct Verify {
@@ -165,20 +166,22 @@ impl Verify {
 
         // Tables: directories with a log. Their referenced files, read after
         // the listing so a file committed meanwhile counts as referenced.
-        let mut tables: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
-        for meta in &listing {
-            let p = meta.location.as_ref();
-            if let Some((t, _)) = p.split_once("/_delta_log/")
-                && !t.contains('/')
-                && !tables.contains_key(t)
-            {
-                let files = match lake.table(t).await? {
-                    Some(table) => files::data_files(&table, t)?,
-                    None => Vec::new(),
-                };
-                tables.insert(t.to_string(), files);
-            }
-        }
+        let names: std::collections::BTreeSet<String> = listing
+            .iter()
+            .filter_map(|m| {
+                let (t, _) = m.location.as_ref().split_once("/_delta_log/")?;
+                (!t.contains('/')).then(|| t.to_string())
+            })
+            .collect();
+        let loaded = futures::future::try_join_all(names.into_iter().map(|t| async move {
+            let files = match lake.table(&t).await? {
+                Some(table) => files::data_files(&table, &t)?,
+                None => Vec::new(),
+            };
+            Ok::<_, Error>((t, files))
+        }))
+        .await?;
+        let tables: BTreeMap<String, Vec<DataFile>> = loaded.into_iter().collect();
         let referenced: HashMap<String, DataFile> = tables
             .iter()
             .flat_map(|(t, fs)| {
@@ -187,7 +190,18 @@ impl Verify {
             })
             .collect();
 
+        tracing::debug!(
+            objects = listing.len(),
+            tables = tables.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "listed and loaded tables"
+        );
         let erased = Arc::new(erasure::load_erased(lake).await?);
+        tracing::debug!(
+            tombstones = erased.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "loaded tombstones"
+        );
         let ctx = Arc::new(Ctx {
             finder: match (&self.user, &self.app) {
                 (Some(u), None) => Some(Finder::new(u.as_bytes()).into_owned()),
@@ -224,7 +238,8 @@ impl Verify {
 
         let total_bytes: u64 = listing.iter().map(|m| m.size).sum();
         self.progress.start("verify", total_bytes);
-        let results: Vec<ObjectResult> = futures::stream::iter(listing.iter().cloned())
+        let scan_started = std::time::Instant::now();
+        let scan = futures::stream::iter(listing.iter().cloned())
             .map(|meta| {
                 let store = store.clone();
                 let ctx = ctx.clone();
@@ -250,8 +265,10 @@ impl Verify {
                 }
             })
             .buffer_unordered(self.parallelism)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<ObjectResult>>();
+        // The evidence chain is read meanwhile.
+        let (results, (records, txn)) =
+            futures::future::try_join(scan, evidence::read(lake)).await?;
         self.progress.finish();
 
         let mut report = VerifyReport {
@@ -322,7 +339,11 @@ impl Verify {
                 ),
             );
         }
-        let (records, txn) = evidence::read(lake).await?;
+        tracing::debug!(
+            ms = scan_started.elapsed().as_millis() as u64,
+            bytes_read = report.bytes_read,
+            "scanned objects"
+        );
         let chain = evidence::check_chain(&records, txn);
         report.checks.push(Check {
             name: "evidence_chain".into(),
@@ -402,7 +423,14 @@ impl Ctx {
         {
             return None;
         }
-        let mut cols = vec!["user_id", "app_id", "raw"];
+        let mut cols = vec!["user_id", "raw"];
+        let by_app = self
+            .erased
+            .as_ref()
+            .is_some_and(|e| e.erased_by_app().next().is_some());
+        if self.user_app.is_some() || by_app {
+            cols.push("app_id");
+        }
         if self.cutoffs.contains_key(table) && !self.holds.is_empty() {
             cols.extend(crate::filters::TIME_COLUMNS);
         }
