@@ -129,6 +129,25 @@ fn detect_errors_are_actionable() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
 
     let now = "2026-11-11T00:00:00Z";
+    let out = run(&["detect", "--lake", lake, "--now", now]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ingest something first"), "{err}");
+    assert!(
+        !lake_dir.path().join("findings").exists(),
+        "an empty lake stays empty"
+    );
+
+    // A lake with something in it for the rest.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("apps.jsonl"),
+        r#"{"event_id":"p1","event_time":"2026-11-01T00:00:00Z","app_id":"a1","developer_id":"d1","app_kind":"third_party","action":"register","declared_scopes":[],"declared_categories":[],"export_approved":false}"#,
+    )
+    .unwrap();
+    let apps = format!("apps={}", data.path().join("apps.jsonl").display());
+    ok(&["ingest", "--lake", lake, "--input", &apps]);
+
     let out = run(&["detect", "--lake", lake, "--now", now, "--rule", "nope"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

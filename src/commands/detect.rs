@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use auditlake_query::{Detect, ObligationPolicy};
+use auditlake_schemas::tables;
 use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
 
@@ -97,6 +98,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The only clock read of a run: the default evaluation time.
     let now = args.now.unwrap_or_else(Utc::now);
     let lake = args.lake.open()?;
+    let inputs = [
+        tables::API_ACCESS,
+        tables::GRANTS,
+        tables::APPS,
+        tables::DELETIONS,
+    ];
+    if lake.existing_tables(&inputs).await?.is_empty() {
+        anyhow::bail!(
+            "lake {lake} holds none of the tables {}; ingest something first (auditlake ingest --help)",
+            inputs.join(", ")
+        );
+    }
     let mut policy = ObligationPolicy::default();
     let mut regions: Vec<String> = auditlake_query::detect::DEFAULT_ALLOWED_REGIONS
         .iter()
