@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+/// mimalloc: ingest and queries allocate and free large column buffers at a
+/// high rate; glibc returns them to the kernel and faults them back in.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Data-access audit lake and retention enforcer for an open API platform.
 #[derive(Debug, Parser)]
 #[command(name = "auditlake", version, about, long_about = None)]

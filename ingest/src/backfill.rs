@@ -4,6 +4,7 @@
 //! ```text
 //! file --(blocking thread: read 8 MiB chunks, split lines, decode)--> Decoded
 //!      --(bounded channel, 2 chunks)--> TopicSink::add (dedupe) --> flush every N rows
+//!      (one flush job in flight: it sorts, encodes and commits while reading goes on)
 //! ```
 //!
 //! Blank lines are skipped. Every event id is stored once per table, whether it
@@ -19,7 +20,9 @@ use auditlake_schemas::lake::WriteOptions;
 use auditlake_schemas::{Decoded, Decoder, Lake, RawMessage, Source, Topic};
 use serde::Serialize;
 
-use crate::sink::{SinkStats, TopicSink};
+use tokio::task::JoinHandle;
+
+use crate::sink::{FlushOutcome, SinkStats, TopicSink};
 use crate::{Error, Result};
 
 /// Default rows buffered before a commit.
@@ -187,6 +190,7 @@ impl Backfill {
             let reader =
                 tokio::task::spawn_blocking(move || read_and_decode(topic, &reader_path, tx));
             let (mut lines, mut blank) = (0u64, 0u64);
+            let mut in_flight: Option<JoinHandle<Result<FlushOutcome>>> = None;
             while let Some(chunk) = rx.recv().await {
                 let chunk = chunk?;
                 lines += chunk.lines;
@@ -198,20 +202,23 @@ impl Backfill {
                 if sink.pending_rows() >= self.flush_rows
                     || sink.pending_bytes() >= self.flush_bytes
                 {
-                    let f = sink.flush(Vec::new()).await?;
-                    tracing::info!(
-                        rows = f.rows,
-                        files = f.files,
-                        bytes = f.bytes,
-                        seconds = f.seconds,
-                        "flushed"
-                    );
+                    // One flush in flight at a time: it sorts, encodes and
+                    // commits while the reader and the dedupe go on.
+                    if let Some(prev) = in_flight.take() {
+                        finish_flush(&mut sink, prev).await?;
+                    }
+                    let job = sink.detach();
+                    in_flight = Some(tokio::spawn(job.run()));
                 }
             }
             reader
                 .await
                 .map_err(|e| Error::Internal(format!("reader task: {e}")))??;
-            sink.flush(Vec::new()).await?;
+            if let Some(prev) = in_flight.take() {
+                finish_flush(&mut sink, prev).await?;
+            }
+            let f = sink.flush(Vec::new()).await?;
+            log_flush(&f);
             let stats = sink.stats().clone();
             if let Some(p) = &self.progress {
                 p.finish(topic, &stats);
@@ -235,6 +242,26 @@ impl Backfill {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+/// Waits for a detached flush and counts it.
+async fn finish_flush(sink: &mut TopicSink, job: JoinHandle<Result<FlushOutcome>>) -> Result<()> {
+    let f = job
+        .await
+        .map_err(|e| Error::Internal(format!("flush task: {e}")))??;
+    sink.record(&f);
+    log_flush(&f);
+    Ok(())
+}
+
+fn log_flush(f: &FlushOutcome) {
+    tracing::info!(
+        rows = f.rows,
+        files = f.files,
+        bytes = f.bytes,
+        seconds = f.seconds,
+        "flushed"
+    );
 }
 
 struct Chunk {
@@ -278,13 +305,19 @@ fn read_and_decode(
         let end = if eof {
             buf.len()
         } else {
-            match memrchr(b'\n', &buf) {
+            match memchr::memrchr(b'\n', &buf) {
                 Some(i) => i + 1,
                 None => continue, // a line longer than the chunk: read more
             }
         };
         let (mut lines, mut blank) = (0u64, 0u64);
-        for raw in buf[..end].split(|&c| c == b'\n') {
+        let mut from = 0;
+        let data = &buf[..end];
+        let breaks = memchr::memchr_iter(b'\n', data)
+            .chain((end > 0 && data[end - 1] != b'\n').then_some(end));
+        for to in breaks {
+            let raw = &data[from..to];
+            from = to + 1;
             line_no += 1;
             let line = raw.strip_suffix(b"\r").unwrap_or(raw);
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -300,11 +333,6 @@ fn read_and_decode(
                 },
             });
         }
-        // `split` yields an empty piece after a final '\n': it is not a line.
-        if end > 0 && buf[end - 1] == b'\n' {
-            line_no -= 1;
-            blank -= 1;
-        }
         let decoded = decoder.finish(now_micros())?;
         buf.drain(..end);
         let chunk = Chunk {
@@ -318,10 +346,6 @@ fn read_and_decode(
         }
     }
     Ok(())
-}
-
-fn memrchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().rposition(|&c| c == needle)
 }
 
 fn now_micros() -> i64 {

@@ -12,15 +12,12 @@
 //! duplicates and the quarantine rows are recognised by `source_id`. Nothing is
 //! lost and nothing is stored twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, filter_record_batch, lexsort_to_indices,
-    take_record_batch,
-};
-use arrow::datatypes::Date32Type;
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch, interleave_record_batch};
+use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use auditlake_schemas::TxnUpdate;
 use auditlake_schemas::erasure::load_erased;
 use auditlake_schemas::lake::WriteOptions;
@@ -66,6 +63,8 @@ pub struct FlushOutcome {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Delta commits made.
+    pub commits: u64,
     /// Seconds spent.
     pub seconds: f64,
 }
@@ -213,41 +212,110 @@ impl TopicSink {
 
     /// Commits what is pending: quarantine rows first, then the events together
     /// with `txns` in one commit. With nothing pending and no txns, does nothing.
+    /// Nothing leaves the buffers until its commit succeeded: a failed flush
+    /// can be retried with the same data.
     pub async fn flush(&mut self, txns: Vec<TxnUpdate>) -> Result<FlushOutcome> {
+        let job = FlushJob {
+            topic: self.topic,
+            lake: self.lake.clone(),
+            opts: self.opts.clone(),
+            events: self.pending.clone(),
+            quarantine: self.pending_quarantine.clone(),
+            txns,
+        };
+        let out = job.run().await?;
+        self.clear_pending();
+        self.record(&out);
+        Ok(out)
+    }
+
+    /// Hands what is pending to a [`FlushJob`] and empties the buffers, so the
+    /// sink goes on deduping and buffering while the job encodes and commits
+    /// (backfill). Run the jobs one at a time, in order, and give each
+    /// outcome to [`record`](Self::record).
+    pub fn detach(&mut self) -> FlushJob {
+        let job = FlushJob {
+            topic: self.topic,
+            lake: self.lake.clone(),
+            opts: self.opts.clone(),
+            events: std::mem::take(&mut self.pending),
+            quarantine: std::mem::take(&mut self.pending_quarantine),
+            txns: Vec::new(),
+        };
+        self.clear_pending();
+        job
+    }
+
+    /// Counts a finished job's outcome in [`stats`](Self::stats).
+    pub fn record(&mut self, out: &FlushOutcome) {
+        self.stats.stored += out.rows;
+        self.stats.quarantined += out.quarantined;
+        self.stats.erased += out.erased;
+        self.stats.commits += out.commits;
+        self.stats.files += out.files;
+        self.stats.bytes += out.bytes;
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_quarantine.clear();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.seen
+            .retain_recent(self.max_index_dates, &self.pending_dates);
+        self.pending_dates.clear();
+    }
+}
+
+/// One flush's data, detached from its sink: quarantine rows, then events and
+/// txns in one commit.
+#[derive(Debug)]
+pub struct FlushJob {
+    topic: Topic,
+    lake: Lake,
+    opts: WriteOptions,
+    events: Vec<RecordBatch>,
+    quarantine: Vec<RecordBatch>,
+    txns: Vec<TxnUpdate>,
+}
+
+impl FlushJob {
+    /// Rows of events in the job.
+    pub fn rows(&self) -> usize {
+        self.events.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Drops erased users' rows, sorts the events for pruning, commits the
+    /// quarantine rows, then the events with the txns.
+    pub async fn run(mut self) -> Result<FlushOutcome> {
         let started = Instant::now();
         let mut out = FlushOutcome {
             erased: self.drop_erased().await?,
             ..FlushOutcome::default()
         };
-        // Nothing leaves the buffers until its commit succeeded: a failed flush
-        // can be retried with the same data.
-        if !self.pending_quarantine.is_empty() {
-            let rows: usize = self
-                .pending_quarantine
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum();
+        if !self.quarantine.is_empty() {
+            let rows: usize = self.quarantine.iter().map(RecordBatch::num_rows).sum();
             let r = self
                 .lake
                 .append(
                     tables::QUARANTINE,
-                    self.pending_quarantine.clone(),
+                    std::mem::take(&mut self.quarantine),
                     Vec::new(),
                     &self.opts,
                 )
                 .await?;
-            self.pending_quarantine.clear();
             out.quarantined = rows as u64;
             out.files += r.files as u64;
             out.bytes += r.bytes;
-            self.stats.commits += 1;
+            out.commits += 1;
         }
-        let rows = self.pending_rows;
-        if rows > 0 || !txns.is_empty() {
+        let rows = self.rows();
+        if rows > 0 || !self.txns.is_empty() {
             let batch = if rows > 0 {
-                let batch = cluster(std::mem::take(&mut self.pending))?;
-                self.pending = vec![batch.clone()];
-                batch
+                let events = std::mem::take(&mut self.events);
+                tokio::task::spawn_blocking(move || cluster(events))
+                    .await
+                    .map_err(|e| crate::Error::Internal(format!("sort task: {e}")))??
             } else {
                 // Offsets moved past duplicates or quarantined messages only:
                 // commit the txns with no data.
@@ -257,37 +325,25 @@ impl TopicSink {
             };
             let r = self
                 .lake
-                .append(self.topic.table(), vec![batch], txns, &self.opts)
+                .append(self.topic.table(), vec![batch], self.txns, &self.opts)
                 .await?;
             if r.version.is_some() {
                 out.rows = rows as u64;
                 out.files += r.files as u64;
                 out.bytes += r.bytes;
-                self.stats.commits += 1;
+                out.commits += 1;
             }
         }
-        self.pending.clear();
-        self.pending_rows = 0;
-        self.pending_bytes = 0;
-        self.pending_dates.clear();
-        self.seen
-            .retain_recent(self.max_index_dates, &self.pending_dates);
-        self.stats.stored += out.rows;
-        self.stats.quarantined += out.quarantined;
-        self.stats.files += out.files;
-        self.stats.bytes += out.bytes;
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
     }
-}
 
-impl TopicSink {
-    /// Drops pending rows (and quarantined messages) of erased users. The
-    /// tombstones are read again at every flush, so an erase that runs beside
-    /// ingest stops it writing the user's rows from its next commit on, and a
-    /// replay of Kafka from offset 0 never writes them back.
+    /// Drops rows (and quarantined messages) of erased users. The tombstones
+    /// are read again at every flush, so an erase that runs beside ingest
+    /// stops it writing the user's rows from its next commit on, and a replay
+    /// of Kafka from offset 0 never writes them back.
     async fn drop_erased(&mut self) -> Result<u64> {
-        if self.pending.is_empty() && self.pending_quarantine.is_empty() {
+        if self.events.is_empty() && self.quarantine.is_empty() {
             return Ok(0);
         }
         let erased = load_erased(&self.lake).await?;
@@ -296,29 +352,23 @@ impl TopicSink {
         }
         let mut dropped = 0;
         let table = self.topic.table();
-        let mut kept = Vec::with_capacity(self.pending.len());
-        for batch in std::mem::take(&mut self.pending) {
-            let (batch, n) = erased.retain_batch(table, batch)?;
-            dropped += n;
-            if batch.num_rows() > 0 {
-                kept.push(batch);
+        for (table, batches) in [
+            (table, &mut self.events),
+            (tables::QUARANTINE, &mut self.quarantine),
+        ] {
+            let mut kept = Vec::with_capacity(batches.len());
+            for batch in std::mem::take(batches) {
+                let (batch, n) = erased.retain_batch(table, batch)?;
+                dropped += n;
+                if batch.num_rows() > 0 {
+                    kept.push(batch);
+                }
             }
+            *batches = kept;
         }
-        self.pending_rows -= dropped;
-        self.pending = kept;
-        let mut kept = Vec::with_capacity(self.pending_quarantine.len());
-        for batch in std::mem::take(&mut self.pending_quarantine) {
-            let (batch, n) = erased.retain_batch(tables::QUARANTINE, batch)?;
-            dropped += n;
-            if batch.num_rows() > 0 {
-                kept.push(batch);
-            }
-        }
-        self.pending_quarantine = kept;
         if dropped > 0 {
             tracing::info!(table, dropped, "dropped rows of erased users");
         }
-        self.stats.erased += dropped as u64;
         Ok(dropped as u64)
     }
 }
@@ -326,22 +376,172 @@ impl TopicSink {
 /// One batch sorted by (date, app_id, user_id, event_time): rows of one app
 /// and user sit together, so min/max statistics prune point lookups and an
 /// erase rewrites few row groups.
+///
+/// Strings are compared once per distinct value, not once per comparison:
+/// each app and user id is replaced by its rank among the distinct values,
+/// the rows are sorted on packed integer keys, and the batches are gathered
+/// straight into the sorted order (no intermediate concatenation).
 fn cluster(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
     let schema = batches[0].schema();
-    let batch = concat_batches(&schema, &batches)?;
-    drop(batches);
-    let mut cols = vec![tables::PARTITION_COLUMN, "app_id"];
-    if schema.field_with_name("user_id").is_ok() {
-        cols.push("user_id");
+    let has_user = schema.field_with_name("user_id").is_ok();
+    let apps = Ranks::of(&batches, "app_id")?;
+    let users = if has_user {
+        Some(Ranks::of(&batches, "user_id")?)
+    } else {
+        None
+    };
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    // (date, app rank << 32 | user rank, time, batch, row).
+    let mut keys: Vec<(i32, u64, i64, u32, u32)> = Vec::with_capacity(rows);
+    for (b, batch) in batches.iter().enumerate() {
+        let dates = batch
+            .column_by_name(tables::PARTITION_COLUMN)
+            .expect("date column")
+            .as_primitive::<Date32Type>();
+        let times = batch
+            .column_by_name("event_time")
+            .expect("event_time column")
+            .as_primitive::<TimestampMicrosecondType>();
+        let app = apps.of_batch(b);
+        let user = users.as_ref().map(|u| u.of_batch(b));
+        for r in 0..batch.num_rows() {
+            let ids = (u64::from(app[r]) << 32) | user.map_or(0, |u| u64::from(u[r]));
+            keys.push((dates.value(r), ids, times.value(r), b as u32, r as u32));
+        }
     }
-    cols.push("event_time");
-    let sort: Vec<SortColumn> = cols
+    keys.sort_unstable();
+    let indices: Vec<(usize, usize)> = keys
         .iter()
-        .map(|c| SortColumn {
-            values: batch.column_by_name(c).expect("sort column").clone(),
-            options: Some(SortOptions::default()),
-        })
+        .map(|&(_, _, _, b, r)| (b as usize, r as usize))
         .collect();
-    let idx = lexsort_to_indices(&sort, None)?;
-    Ok(take_record_batch(&batch, &idx)?)
+    drop(keys);
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(interleave_record_batch(&refs, &indices)?)
+}
+
+/// The rank of each row's value of a string column among the distinct
+/// values of all batches (1-based; 0 for null).
+struct Ranks {
+    per_batch: Vec<Vec<u32>>,
+}
+
+impl Ranks {
+    fn of(batches: &[RecordBatch], column: &str) -> Result<Self> {
+        let arrays: Vec<ArrayRef> = batches
+            .iter()
+            .map(|b| {
+                let a = b.column_by_name(column).expect("sort column");
+                match a.data_type() {
+                    DataType::Utf8 => Ok(a.clone()),
+                    _ => cast(a, &DataType::Utf8),
+                }
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        let mut per_batch: Vec<Vec<u32>> = Vec::with_capacity(arrays.len());
+        for a in &arrays {
+            let ranks = a
+                .as_string::<i32>()
+                .iter()
+                .map(|v| match v {
+                    Some(v) => {
+                        let next = ids.len() as u32;
+                        *ids.entry(v).or_insert(next) + 1
+                    }
+                    None => 0,
+                })
+                .collect();
+            per_batch.push(ranks);
+        }
+        // First-seen ids -> ranks in sorted order.
+        let mut order: Vec<(&str, u32)> = ids.into_iter().collect();
+        order.sort_unstable();
+        let mut rank_of = vec![0u32; order.len() + 1];
+        for (rank, (_, id)) in order.iter().enumerate() {
+            rank_of[*id as usize + 1] = rank as u32 + 1;
+        }
+        for ranks in &mut per_batch {
+            for r in ranks.iter_mut() {
+                *r = rank_of[*r as usize];
+            }
+        }
+        Ok(Self { per_batch })
+    }
+
+    fn of_batch(&self, b: usize) -> &[u32] {
+        &self.per_batch[b]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Date32Array, StringArray, TimestampMicrosecondArray};
+    use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    fn batch(rows: &[(i32, &str, Option<&str>, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("date", DataType::Date32, false),
+            Field::new("app_id", DataType::Utf8, false),
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.3),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Packed-key clustering sorts exactly like a lexicographic sort of the
+    /// four columns (nulls first), across batches.
+    #[test]
+    fn cluster_matches_lexsort() {
+        let mut state = 7u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let apps = ["b", "a", "ab", "", "z\u{e9}", "c"];
+        let users = [Some("u1"), None, Some("u10"), Some("u2"), Some("")];
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            let rows: Vec<_> = (0..500)
+                .map(|_| {
+                    (
+                        next(5) as i32 - 2,
+                        apps[next(apps.len() as u64) as usize],
+                        users[next(users.len() as u64) as usize],
+                        next(1000) as i64 - 500,
+                    )
+                })
+                .collect();
+            batches.push(batch(&rows));
+        }
+        let all = concat_batches(&batches[0].schema(), &batches).unwrap();
+        let sort: Vec<SortColumn> = (0..4)
+            .map(|c| SortColumn {
+                values: all.column(c).clone(),
+                options: None,
+            })
+            .collect();
+        let expected = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
+        let got = cluster(batches).unwrap();
+        assert_eq!(got, expected);
+    }
 }

@@ -21,6 +21,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use serde::Deserialize;
 
+use crate::flat::Flat;
 use crate::time::{date32_of_micros, parse_rfc3339_micros};
 use crate::{Result, Topic, tables};
 
@@ -198,7 +199,7 @@ fn strip_position(s: &str) -> String {
 }
 
 /// An RFC 3339 time with offset, as UTC microseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Time(i64);
 
 impl<'de> Deserialize<'de> for Time {
@@ -246,7 +247,7 @@ fn one_of(field: &str, v: &str, allowed: &[&str]) -> std::result::Result<(), Str
 type Str<'a> = Cow<'a, str>;
 type StrList<'a> = Option<Vec<Cow<'a, str>>>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct AccessEvent<'a> {
     #[serde(borrow)]
     event_id: Str<'a>,
@@ -457,9 +458,123 @@ builders!(AccessRows {
     date: Date32Builder = Date32Builder::new(),
 });
 
+/// The fast path of an access event (see [`crate::flat`]); `None` sends the
+/// message to the serde path.
+fn fast_access(payload: &[u8]) -> Option<AccessEvent<'_>> {
+    let mut f = Flat::open(payload)?;
+    let mut seen = 0u32;
+    let mut mark = |bit: u32| {
+        let fresh = seen & (1 << bit) == 0;
+        seen |= 1 << bit;
+        fresh.then_some(())
+    };
+    let (mut event_id, mut event_time, mut app_id, mut developer_id, mut api, mut status) =
+        (None, None, None, None, None, None);
+    let (mut user_id, mut required_scope, mut token_scopes, mut data_categories) =
+        (None, None, None, None);
+    let (mut record_count, mut client_ip, mut client_region, mut token_id) =
+        (None, None, None, None);
+    let (mut latency_ms, mut response_bytes) = (None, None);
+    let mut first = true;
+    while let Some(key) = f.next_key(first)? {
+        first = false;
+        match key {
+            b"event_id" => {
+                mark(0)?;
+                event_id = Some(f.str()?);
+            }
+            b"event_time" => {
+                mark(1)?;
+                event_time = Some(Time(parse_rfc3339_micros(&f.str()?).ok()?));
+            }
+            b"app_id" => {
+                mark(2)?;
+                app_id = Some(f.str()?);
+            }
+            b"developer_id" => {
+                mark(3)?;
+                developer_id = Some(f.str()?);
+            }
+            b"user_id" => {
+                mark(4)?;
+                user_id = f.opt_str()?;
+            }
+            b"api" => {
+                mark(5)?;
+                api = Some(f.str()?);
+            }
+            b"required_scope" => {
+                mark(6)?;
+                required_scope = f.opt_str()?;
+            }
+            b"token_scopes" => {
+                mark(7)?;
+                token_scopes = f.opt_str_list()?;
+            }
+            b"data_categories" => {
+                mark(8)?;
+                data_categories = f.opt_str_list()?;
+            }
+            b"record_count" => {
+                mark(9)?;
+                record_count = f.opt_i64()?;
+            }
+            b"status" => {
+                mark(10)?;
+                status = Some(f.i32()?);
+            }
+            b"client_ip" => {
+                mark(11)?;
+                client_ip = f.opt_str()?;
+            }
+            b"client_region" => {
+                mark(12)?;
+                client_region = f.opt_str()?;
+            }
+            b"token_id" => {
+                mark(13)?;
+                token_id = f.opt_str()?;
+            }
+            b"latency_ms" => {
+                mark(14)?;
+                latency_ms = f.opt_i32()?;
+            }
+            b"response_bytes" => {
+                mark(15)?;
+                response_bytes = f.opt_i64()?;
+            }
+            _ => f.skip()?,
+        }
+    }
+    Some(AccessEvent {
+        event_id: event_id?,
+        event_time: event_time?,
+        app_id: app_id?,
+        developer_id: developer_id?,
+        user_id,
+        api: api?,
+        required_scope,
+        token_scopes,
+        data_categories,
+        record_count,
+        status: status?,
+        client_ip,
+        client_region,
+        token_id,
+        latency_ms,
+        response_bytes,
+    })
+}
+
 impl TopicRows for AccessRows {
     fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String> {
-        let e: AccessEvent = parse(payload)?;
+        let e: AccessEvent = match fast_access(payload) {
+            Some(e) => {
+                e.validate()?;
+                e
+            }
+            None => parse(payload)?,
+        };
         self.event_id.append_value(&e.event_id);
         self.event_time.append_value(e.event_time.0);
         self.app_id.append_value(&e.app_id);
@@ -748,6 +863,77 @@ mod tests {
         );
         assert_eq!(q.column(6).as_binary::<i32>().value(0), payload.as_bytes());
         q.column(7).as_string::<i32>().value(0).to_string()
+    }
+
+    /// The fast path either gives up or decodes exactly what serde decodes,
+    /// on the gateway's shape and on many variations of it.
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let base = r#"{"event_id":"e-1","event_time":"2026-11-20T08:15:30.123Z","app_id":"a","developer_id":"d","user_id":"u","api":"order.list","required_scope":"order.read","token_scopes":["order.read","user.phone"],"data_categories":[],"record_count":3,"status":200,"client_ip":"10.0.0.1","client_region":"CN","token_id":"t","latency_ms":12,"response_bytes":2048}"#;
+        let variants: Vec<String> = vec![
+            base.to_string(),
+            base.replace(r#""user_id":"u""#, r#""user_id":null"#),
+            base.replace(r#","user_id":"u""#, ""),
+            base.replace(
+                r#""token_scopes":["order.read","user.phone"]"#,
+                r#""token_scopes":null"#,
+            ),
+            base.replace(
+                r#""token_scopes":["order.read","user.phone"]"#,
+                r#""token_scopes":[ "x" , "y" ]"#,
+            ),
+            base.replace(
+                r#""token_scopes":["order.read","user.phone"]"#,
+                r#""token_scopes":["x",null]"#,
+            ),
+            base.replace(
+                r#""token_scopes":["order.read","user.phone"]"#,
+                r#""token_scopes":"x""#,
+            ),
+            base.replace(r#""status":200"#, r#""status":200.0"#),
+            base.replace(r#""status":200"#, r#""status":"200""#),
+            base.replace(r#""status":200"#, r#""status":null"#),
+            base.replace(r#""status":200"#, r#""status":99"#),
+            base.replace(r#""status":200"#, r#""status":4294967296"#),
+            base.replace(r#","status":200"#, ""),
+            base.replace(r#""latency_ms":12"#, r#""latency_ms":-3"#),
+            base.replace(r#""latency_ms":12"#, r#""latency_ms":3000000000"#),
+            base.replace(r#""record_count":3"#, r#""record_count":1e2"#),
+            base.replace(r#""app_id":"a""#, r#""app_id":"""#),
+            base.replace(r#""app_id":"a""#, r#""app_id":"a\u00e9\"""#),
+            base.replace(r#""app_id":"a""#, r#""app_id":"é€""#),
+            base.replace(r#""app_id":"a""#, r#""app_id":"a","app_id":"b""#),
+            base.replace(r#""app_id":"a""#, r#""app_id":null"#),
+            base.replace(
+                r#""event_time":"2026-11-20T08:15:30.123Z""#,
+                r#""event_time":"2026-11-20 08:15""#,
+            ),
+            base.replace(
+                r#""event_time":"2026-11-20T08:15:30.123Z""#,
+                r#""event_time":"2026-11-20T08:15:30+08:00""#,
+            ),
+            base.replace('{', r#"{"extra":"x","n":-1,"b":true,"z":null,"#),
+            base.replace('{', r#"{"extra":{"nested":[1]},"#),
+            base.replace(':', " : ").replace(',', " ,\t"),
+            format!("  {base}\r\n"),
+            format!("{base}x"),
+            base.replace('}', ",}"),
+            base[..base.len() - 5].to_string(),
+            String::new(),
+            "[]".into(),
+            "{}".into(),
+        ];
+        let mut fast = 0;
+        for v in &variants {
+            let serde = parse::<AccessEvent>(v.as_bytes());
+            // None: the serde path decides.
+            if let Some(e) = fast_access(v.as_bytes()) {
+                fast += 1;
+                let checked = e.validate().map(|_| e);
+                assert_eq!(checked, serde, "{v}");
+            }
+        }
+        assert!(fast >= 8, "the fast path took only {fast} variants");
     }
 
     #[test]

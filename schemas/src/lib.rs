@@ -16,6 +16,7 @@ mod error;
 
 pub mod decode;
 pub mod erasure;
+mod flat;
 pub mod lake;
 pub mod tables;
 pub mod time;
