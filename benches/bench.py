@@ -7,11 +7,24 @@ Measures, on data from `auditlake gen`:
            COPY (SELECT * FROM read_json(...)) TO ... (FORMAT parquet, COMPRESSION zstd),
            pinned to one core (taskset -c 0) and on all cores; events/s, bytes/event, peak RSS.
   queries  five analyst queries on the same Parquet files (the lake's api_access
-           and grants files): `auditlake sql` (whole process, best of 3) vs DuckDB
-           (in-process query time, best of 3: generous to DuckDB).
-Writes benches/results.json and prints a Markdown table for benches/RESULTS.md.
+           and grants files), each engine timed two ways, like for like:
+           - in-process: the query alone in a warm session (plan, execute, collect
+             the result in the engine's own format; no printing), best of
+             --repeat runs x --rounds rounds. auditlake: one `auditlake sql
+             --repeat R --timings FILE q1 .. q5` process per round (the lake is
+             opened once, then each query runs R times); DuckDB: one Python
+             connection with views over the same files, `con.execute(sql)` timed
+             (the result is materialised; fetchall() after the clock stops).
+           - whole process: one OS process per query, best of --rounds: `auditlake
+             sql --format json Q` (start, Delta log load, plan, run, print) vs the
+             DuckDB CLI from PyPI (`duckdb-cli`: `duckdb -json -c "CREATE VIEW ..;
+             Q"`), when installed.
+           The goal of issue #8 is read on the in-process ratios.
+Writes results.json into --work and prints a Markdown table for benches/RESULTS.md.
+Phases: --phases gen,ingest,queries (default all); `--phases queries` reuses the
+data and lake left in --work by an earlier run.
 """
-import argparse, json, os, platform, re, shutil, subprocess, sys, time
+import argparse, importlib.util, json, math, os, platform, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import duckdb
@@ -62,14 +75,80 @@ def duck_ingest(src, dst, threads):
     return time.perf_counter() - t0
 
 
-def duck_query(con, sql, repeat=3):
+def duck_query(con, sql, repeat):
+    """Best in-process time of `repeat` runs (execute materialises the result), and the rows."""
     best = float("inf")
     rows = None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        rows = con.execute(sql).fetchall()
+        cur = con.execute(sql)
         best = min(best, time.perf_counter() - t0)
+        rows = cur.fetchall()
     return best, len(rows)
+
+
+def duck_cli():
+    """The DuckDB CLI binary of the `duckdb-cli` PyPI package, or None."""
+    spec = importlib.util.find_spec("duckdb_cli")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    exe = Path(list(spec.submodule_search_locations)[0]) / "duckdb"
+    return str(exe) if exe.exists() else None
+
+
+def duck_views(lake):
+    return (f"CREATE VIEW api_access AS SELECT * FROM read_parquet('{lake}/api_access/*/*.parquet', hive_partitioning=true); "
+            f"CREATE VIEW grants AS SELECT * FROM read_parquet('{lake}/grants/*/*.parquet', hive_partitioning=true);")
+
+
+def bench_queries(args, lake, env, res):
+    """In-process and whole-process times of both engines on the same lake."""
+    con = duckdb.connect()
+    con.execute(duck_views(lake))
+    user = con.execute("SELECT user_id FROM api_access WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    sqls = {name: sql.format(user=user) for name, sql in QUERIES.items()}
+    names = list(sqls)
+    a_best = {n: float("inf") for n in names}
+    d_best = {n: float("inf") for n in names}
+    a_rows, d_rows, a_open = {}, {}, float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        tfile = Path(tmp) / "timings.json"
+        for _ in range(args.rounds):
+            run([args.bin, "sql", "--lake", str(lake), "--format", "json", "--repeat", str(args.repeat),
+                 "--timings", str(tfile)] + [sqls[n] for n in names], env)
+            t = json.loads(tfile.read_text())
+            a_open = min(a_open, t["open_ms"] / 1000)
+            for n, q in zip(names, t["queries"]):
+                a_best[n] = min(a_best[n], q["best_ms"] / 1000)
+                a_rows[n] = q["rows"]
+            for n in names:
+                d, d_rows[n] = duck_query(con, sqls[n], args.repeat)
+                d_best[n] = min(d_best[n], d)
+    cli = duck_cli()
+    res["duckdb_cli"] = subprocess.run([cli, "--version"], capture_output=True, text=True).stdout.strip() if cli else None
+    res["auditlake_open_s"] = a_open
+    res["queries"] = {}
+    for n in names:
+        a_proc = d_proc = float("inf")
+        for _ in range(args.rounds):
+            s, _, out = run([args.bin, "sql", "--lake", str(lake), "--format", "json", sqls[n]], env)
+            a_proc = min(a_proc, s)
+            if cli:
+                s, _, _ = run([cli, "-json", "-c", duck_views(lake) + " " + sqls[n]])
+                d_proc = min(d_proc, s)
+        q = {"auditlake_s": a_best[n], "duckdb_s": d_best[n], "ratio": a_best[n] / d_best[n],
+             "auditlake_process_s": a_proc, "duckdb_process_s": d_proc if cli else None,
+             "process_ratio": a_proc / d_proc if cli else None,
+             "auditlake_rows": a_rows[n], "duckdb_rows": d_rows[n]}
+        if a_rows[n] != d_rows[n]:
+            sys.exit(f"query {n}: auditlake returned {a_rows[n]} rows, DuckDB {d_rows[n]}")
+        res["queries"][n] = q
+        proc = f"; whole process {a_proc * 1000:.0f} vs {d_proc * 1000:.0f} ms" if cli else ""
+        print(f"query {n}: in-process auditlake {a_best[n] * 1000:.1f} ms, duckdb {d_best[n] * 1000:.1f} ms "
+              f"({q['ratio']:.2f}x){proc}; {a_rows[n]} rows", flush=True)
+    res["queries_geomean_ratio"] = geomean([q["ratio"] for q in res["queries"].values()])
+    if cli:
+        res["queries_process_geomean_ratio"] = geomean([q["process_ratio"] for q in res["queries"].values()])
 
 
 def main():
@@ -77,26 +156,35 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--events", type=int, default=5_000_000)
+    ap.add_argument("--phases", default="gen,ingest,queries",
+                    help="comma-separated subset of gen,ingest,queries; later phases reuse --work")
+    ap.add_argument("--repeat", type=int, default=5, help="in-process runs of each query per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds (processes) per engine; best is kept")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if "gen" in phases:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "data"
     env = dict(os.environ, AUDITLAKE_LOG="warn")
     res = {"events": args.events, "machine": {
         "nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
-        "duckdb": duckdb.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
+        "duckdb": duckdb.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+        "repeat": args.repeat, "rounds": args.rounds}
 
-    secs, rss, _ = run([args.bin, "gen", "--out", str(data), "--events", str(args.events), "--seed", "1"], env)
-    res["gen"] = {"seconds": secs, "events_per_s": args.events / secs}
-    print(f"gen: {secs:.1f}s ({args.events / secs:,.0f} ev/s)", flush=True)
+    if "gen" in phases:
+        secs, rss, _ = run([args.bin, "gen", "--out", str(data), "--events", str(args.events), "--seed", "1"], env)
+        res["gen"] = {"seconds": secs, "events_per_s": args.events / secs}
+        print(f"gen: {secs:.1f}s ({args.events / secs:,.0f} ev/s)", flush=True)
     manifest = json.loads((data / "manifest.json").read_text())
+    res["events"] = manifest["topics"]["api-access"]["distinct_events"]
     lines = manifest["topics"]["api-access"]["lines"]
     stored = manifest["topics"]["api-access"]["distinct_events"]
     src = data / "api-access.jsonl"
 
     res["ingest"] = {}
-    for label, pin, threads in [("1 core", "0", 1), ("2 cores", None, os.cpu_count())]:
+    for label, pin, threads in [("1 core", "0", 1), ("2 cores", None, os.cpu_count())] if "ingest" in phases else []:
         lake = work / f"lake-{threads}"
         s, r, _ = run([args.bin, "ingest", "--lake", str(lake), "--input", f"api-access={src}"], env, pin)
         out = work / f"duck-{threads}.parquet"
@@ -113,33 +201,17 @@ def main():
         }
         print(f"ingest {label}: auditlake {lines / s:,.0f} ev/s ({r:.0f} MiB), duckdb {lines / d:,.0f} ev/s", flush=True)
 
-    # Grants too, for the anti-join.
-    lake = work / f"lake-{os.cpu_count()}"
-    run([args.bin, "ingest", "--lake", str(lake), "--input", f"grants={data / 'grants.jsonl'}"], env)
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW api_access AS SELECT * FROM read_parquet('{lake}/api_access/*/*.parquet', hive_partitioning=true)")
-    con.execute(f"CREATE VIEW grants AS SELECT * FROM read_parquet('{lake}/grants/*/*.parquet', hive_partitioning=true)")
-    user = con.execute("SELECT user_id FROM api_access WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
-    res["queries"] = {}
-    for name, sql in QUERIES.items():
-        sql = sql.format(user=user)
-        best = float("inf")
-        for _ in range(3):
-            s, _, out = run([args.bin, "sql", "--lake", str(lake), "--format", "json", sql], env)
-            best = min(best, s)
-        a_rows = len(out.splitlines())
-        d, d_rows = duck_query(con, sql)
-        res["queries"][name] = {"auditlake_s": best, "duckdb_s": d, "ratio": best / d,
-                                "auditlake_rows": a_rows, "duckdb_rows": d_rows}
-        print(f"query {name}: auditlake {best * 1000:.0f} ms, duckdb {d * 1000:.0f} ms ({a_rows} vs {d_rows} rows)", flush=True)
-    ratios = [q["ratio"] for q in res["queries"].values()]
-    res["queries_geomean_ratio"] = geomean(ratios)
-    (ROOT / "benches" / "results.json").write_text(json.dumps(res, indent=2))
+    if "queries" in phases:
+        # Grants too, for the anti-join (a rerun of the ingest changes nothing).
+        lake = work / f"lake-{os.cpu_count()}"
+        run([args.bin, "ingest", "--lake", str(lake), "--input", f"grants={data / 'grants.jsonl'}"], env)
+        bench_queries(args, lake, env, res)
+    (work / "results.json").write_text(json.dumps(res, indent=2))
+    print(f"results: {work / 'results.json'}", flush=True)
     print(markdown(res))
 
 
 def geomean(xs):
-    import math
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
@@ -157,17 +229,28 @@ def markdown(res):
     m = res["machine"]
     out = [f"### Run of {m['date']}: {res['events']:,} access events, {m['nproc']} cores ({m['cpu']}), DuckDB {m['duckdb']}",
            "", "| measure | auditlake | DuckDB | ratio (auditlake : DuckDB) |", "|---|---|---|---|"]
-    g = res["gen"]
-    for label, i in res["ingest"].items():
+    for label, i in res.get("ingest", {}).items():
         out.append(f"| ingest, {label} (events/s) | {i['auditlake_ev_s']:,.0f} | {i['duckdb_ev_s']:,.0f} | "
                    f"{i['auditlake_ev_s'] / i['duckdb_ev_s']:.2f}x throughput |")
         out.append(f"| bytes per event, {label} | {i['auditlake_bytes_per_event']:.1f} | {i['duckdb_bytes_per_event']:.1f} | "
                    f"{i['auditlake_bytes_per_event'] / i['duckdb_bytes_per_event']:.2f} |")
         out.append(f"| ingest peak RSS, {label} (MiB) | {i['auditlake_rss_mib']:.0f} | | |")
-    for name, q in res["queries"].items():
-        out.append(f"| {name} (ms) | {q['auditlake_s'] * 1000:.0f} | {q['duckdb_s'] * 1000:.0f} | {q['ratio']:.2f} |")
-    out.append(f"| analyst queries, geometric mean of ratios | | | {res['queries_geomean_ratio']:.2f} |")
-    out.append(f"\ngen: {g['events_per_s']:,.0f} access events/s ({g['seconds']:.1f} s).")
+    if "queries" in res:
+        for name, q in res["queries"].items():
+            out.append(f"| {name}, in-process (ms) | {q['auditlake_s'] * 1000:.1f} | {q['duckdb_s'] * 1000:.1f} | {q['ratio']:.2f} |")
+        out.append(f"| analyst queries in-process, geometric mean of ratios | | | **{res['queries_geomean_ratio']:.2f}** |")
+        if res.get("duckdb_cli"):
+            for name, q in res["queries"].items():
+                out.append(f"| {name}, whole process (ms) | {q['auditlake_process_s'] * 1000:.0f} | "
+                           f"{q['duckdb_process_s'] * 1000:.0f} | {q['process_ratio']:.2f} |")
+            out.append(f"| analyst queries whole process, geometric mean of ratios | | | "
+                       f"{res['queries_process_geomean_ratio']:.2f} |")
+        out.append(f"\nIn-process: best of {res['repeat']} runs x {res['rounds']} rounds in a warm session "
+                   f"(auditlake opens the lake in {res['auditlake_open_s'] * 1000:.0f} ms, not counted). Whole process: "
+                   f"best of {res['rounds']} processes; DuckDB CLI {res.get('duckdb_cli') or 'not installed'}.")
+    if "gen" in res:
+        g = res["gen"]
+        out.append(f"\ngen: {g['events_per_s']:,.0f} access events/s ({g['seconds']:.1f} s).")
     return "\n".join(out)
 
 

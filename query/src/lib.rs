@@ -12,6 +12,7 @@
 mod error;
 
 pub mod detect;
+pub mod functions;
 pub mod obligations;
 pub mod output;
 pub mod rules;
@@ -21,7 +22,7 @@ pub mod views;
 
 pub use error::{Error, Result};
 pub use output::{Format, write_batches};
-pub use session::{discover_tables, register_lake, run_sql, session, session_config};
+pub use session::{discover_tables, open_session, register_lake, run_sql, session, session_config};
 
 pub use detect::{Detect, Findings, Metrics};
 pub use obligations::ObligationPolicy;
