@@ -33,7 +33,7 @@ impl<'a> Flat<'a> {
     /// UTF-8 are valid UTF-8, so strings need no further check).
     #[inline]
     pub(crate) fn open(payload: &'a [u8]) -> Option<Self> {
-        std::str::from_utf8(payload).ok()?;
+        simdutf8::basic::from_utf8(payload).ok()?;
         let mut f = Self { b: payload, i: 0 };
         f.ws();
         f.eat(b'{')?;
