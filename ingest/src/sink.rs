@@ -15,8 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
-use arrow::compute::{cast, filter_record_batch, interleave_record_batch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use auditlake_schemas::TxnUpdate;
 use auditlake_schemas::erasure::load_erased;
@@ -77,7 +77,7 @@ pub struct TopicSink {
     opts: WriteOptions,
     seen: SeenIndex,
     quarantine_seen: HashSet<u64>,
-    pending: Vec<RecordBatch>,
+    pending: Vec<Pending>,
     pending_quarantine: Vec<RecordBatch>,
     pending_dates: HashSet<i32>,
     pending_rows: usize,
@@ -188,24 +188,30 @@ impl TopicSink {
             .column_by_name(tables::PARTITION_COLUMN)
             .expect("date column")
             .as_primitive::<Date32Type>();
-        let distinct: HashSet<i32> = dates.values().iter().copied().collect();
+        // Chunks rarely span more than a day or two: skip runs of one date.
+        let mut distinct: Vec<i32> = Vec::new();
+        let mut last = None;
+        for &d in dates.values().iter() {
+            if last != Some(d) && !distinct.contains(&d) {
+                distinct.push(d);
+            }
+            last = Some(d);
+        }
         self.seen
             .load_dates(&self.lake, distinct.iter().copied())
             .await?;
         let key = tables::dedupe_key(self.topic.table()).expect("key");
         let (mask, dups) = mark_new(&mut self.seen, &events, key);
         self.stats.duplicates += dups as u64;
-        let kept = if dups == 0 {
-            events
-        } else {
-            filter_record_batch(&events, &mask)?
-        };
-        let n = kept.num_rows();
+        let n = events.num_rows() - dups;
         if n > 0 {
             self.pending_dates.extend(distinct);
             self.pending_rows += n;
-            self.pending_bytes += kept.get_array_memory_size();
-            self.pending.push(kept);
+            self.pending_bytes += events.get_array_memory_size();
+            // Duplicates are skipped when the flush gathers rows in sorted
+            // order, not copied out now.
+            let keep = (dups > 0).then_some(mask);
+            self.pending.push(Pending { events, keep });
         }
         Ok((n, dups))
     }
@@ -274,15 +280,39 @@ pub struct FlushJob {
     topic: Topic,
     lake: Lake,
     opts: WriteOptions,
-    events: Vec<RecordBatch>,
+    events: Vec<Pending>,
     quarantine: Vec<RecordBatch>,
     txns: Vec<TxnUpdate>,
+}
+
+/// A decoded batch waiting for a flush, with the rows to keep (None: all).
+#[derive(Debug, Clone)]
+struct Pending {
+    events: RecordBatch,
+    keep: Option<BooleanArray>,
+}
+
+impl Pending {
+    fn rows(&self) -> usize {
+        match &self.keep {
+            Some(keep) => keep.true_count(),
+            None => self.events.num_rows(),
+        }
+    }
+
+    /// The kept rows as a batch of their own.
+    fn materialize(self) -> Result<RecordBatch> {
+        Ok(match self.keep {
+            Some(keep) => filter_record_batch(&self.events, &keep)?,
+            None => self.events,
+        })
+    }
 }
 
 impl FlushJob {
     /// Rows of events in the job.
     pub fn rows(&self) -> usize {
-        self.events.iter().map(RecordBatch::num_rows).sum()
+        self.events.iter().map(Pending::rows).sum()
     }
 
     /// Drops erased users' rows, sorts the events for pruning, commits the
@@ -352,20 +382,24 @@ impl FlushJob {
         }
         let mut dropped = 0;
         let table = self.topic.table();
-        for (table, batches) in [
-            (table, &mut self.events),
-            (tables::QUARANTINE, &mut self.quarantine),
-        ] {
-            let mut kept = Vec::with_capacity(batches.len());
-            for batch in std::mem::take(batches) {
-                let (batch, n) = erased.retain_batch(table, batch)?;
-                dropped += n;
-                if batch.num_rows() > 0 {
-                    kept.push(batch);
-                }
+        let mut kept = Vec::with_capacity(self.events.len());
+        for pending in std::mem::take(&mut self.events) {
+            let (events, n) = erased.retain_batch(table, pending.materialize()?)?;
+            dropped += n;
+            if events.num_rows() > 0 {
+                kept.push(Pending { events, keep: None });
             }
-            *batches = kept;
         }
+        self.events = kept;
+        let mut kept = Vec::with_capacity(self.quarantine.len());
+        for batch in std::mem::take(&mut self.quarantine) {
+            let (batch, n) = erased.retain_batch(tables::QUARANTINE, batch)?;
+            dropped += n;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        self.quarantine = kept;
         if dropped > 0 {
             tracing::info!(table, dropped, "dropped rows of erased users");
         }
@@ -373,104 +407,86 @@ impl FlushJob {
     }
 }
 
-/// One batch sorted by (date, app_id, user_id, event_time): rows of one app
-/// and user sit together, so min/max statistics prune point lookups and an
-/// erase rewrites few row groups.
+/// The kept rows of `pending` as one batch sorted by (date, app_id, user_id,
+/// event_time): rows of one app and user sit together, so min/max statistics
+/// prune point lookups and an erase rewrites few row groups.
 ///
 /// Strings are compared once per distinct value, not once per comparison:
-/// each app and user id is replaced by its rank among the distinct values,
-/// the rows are sorted on packed integer keys, and the batches are gathered
-/// straight into the sorted order (no intermediate concatenation).
-fn cluster(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
-    let schema = batches[0].schema();
-    let has_user = schema.field_with_name("user_id").is_ok();
-    let apps = Ranks::of(&batches, "app_id")?;
-    let users = if has_user {
-        Some(Ranks::of(&batches, "user_id")?)
+/// each app and user id is replaced by its rank among the distinct values and
+/// the rows are sorted on integer keys. Dropped duplicates are left out of the
+/// sorted indices, so the rows are copied once into their final order.
+fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
+    let schema = pending[0].events.schema();
+    let batches: Vec<&RecordBatch> = pending.iter().map(|p| &p.events).collect();
+    let batch = concat_batches(&schema, batches)?;
+    let apps = ranks(&batch, "app_id")?;
+    let users = if schema.field_with_name("user_id").is_ok() {
+        Some(ranks(&batch, "user_id")?)
     } else {
         None
     };
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    // (date, app rank << 32 | user rank, time, batch, row).
-    let mut keys: Vec<(i32, u64, i64, u32, u32)> = Vec::with_capacity(rows);
-    for (b, batch) in batches.iter().enumerate() {
-        let dates = batch
-            .column_by_name(tables::PARTITION_COLUMN)
-            .expect("date column")
-            .as_primitive::<Date32Type>();
-        let times = batch
-            .column_by_name("event_time")
-            .expect("event_time column")
-            .as_primitive::<TimestampMicrosecondType>();
-        let app = apps.of_batch(b);
-        let user = users.as_ref().map(|u| u.of_batch(b));
-        for r in 0..batch.num_rows() {
-            let ids = (u64::from(app[r]) << 32) | user.map_or(0, |u| u64::from(u[r]));
-            keys.push((dates.value(r), ids, times.value(r), b as u32, r as u32));
+    let dates = batch
+        .column_by_name(tables::PARTITION_COLUMN)
+        .expect("date column")
+        .as_primitive::<Date32Type>();
+    let times = batch
+        .column_by_name("event_time")
+        .expect("event_time column")
+        .as_primitive::<TimestampMicrosecondType>();
+    let kept: usize = pending.iter().map(Pending::rows).sum();
+    // (date, app rank << 32 | user rank, time, row).
+    let mut keys: Vec<(i32, u64, i64, u32)> = Vec::with_capacity(kept);
+    let mut row = 0usize;
+    for p in &pending {
+        let n = p.events.num_rows();
+        let mut push = |r: usize| {
+            let ids = (u64::from(apps[r]) << 32) | users.as_ref().map_or(0, |u| u64::from(u[r]));
+            keys.push((dates.value(r), ids, times.value(r), r as u32));
+        };
+        match &p.keep {
+            None => (row..row + n).for_each(&mut push),
+            Some(keep) => keep.values().set_indices().for_each(|i| push(row + i)),
         }
+        row += n;
     }
+    drop(pending);
     keys.sort_unstable();
-    let indices: Vec<(usize, usize)> = keys
-        .iter()
-        .map(|&(_, _, _, b, r)| (b as usize, r as usize))
-        .collect();
+    let indices = UInt32Array::from_iter_values(keys.iter().map(|k| k.3));
     drop(keys);
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    Ok(interleave_record_batch(&refs, &indices)?)
+    Ok(take_record_batch(&batch, &indices)?)
 }
 
-/// The rank of each row's value of a string column among the distinct
-/// values of all batches (1-based; 0 for null).
-struct Ranks {
-    per_batch: Vec<Vec<u32>>,
-}
-
-impl Ranks {
-    fn of(batches: &[RecordBatch], column: &str) -> Result<Self> {
-        let arrays: Vec<ArrayRef> = batches
-            .iter()
-            .map(|b| {
-                let a = b.column_by_name(column).expect("sort column");
-                match a.data_type() {
-                    DataType::Utf8 => Ok(a.clone()),
-                    _ => cast(a, &DataType::Utf8),
-                }
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        let mut ids: HashMap<&str, u32> = HashMap::new();
-        let mut per_batch: Vec<Vec<u32>> = Vec::with_capacity(arrays.len());
-        for a in &arrays {
-            let ranks = a
-                .as_string::<i32>()
-                .iter()
-                .map(|v| match v {
-                    Some(v) => {
-                        let next = ids.len() as u32;
-                        *ids.entry(v).or_insert(next) + 1
-                    }
-                    None => 0,
-                })
-                .collect();
-            per_batch.push(ranks);
-        }
-        // First-seen ids -> ranks in sorted order.
-        let mut order: Vec<(&str, u32)> = ids.into_iter().collect();
-        order.sort_unstable();
-        let mut rank_of = vec![0u32; order.len() + 1];
-        for (rank, (_, id)) in order.iter().enumerate() {
-            rank_of[*id as usize + 1] = rank as u32 + 1;
-        }
-        for ranks in &mut per_batch {
-            for r in ranks.iter_mut() {
-                *r = rank_of[*r as usize];
+/// The rank of each row's value of a string column among its distinct values
+/// (1-based, in byte order; 0 for null, which sorts first).
+fn ranks(batch: &RecordBatch, column: &str) -> Result<Vec<u32>> {
+    let array = batch.column_by_name(column).expect("sort column");
+    let array = match array.data_type() {
+        DataType::Utf8 => array.clone(),
+        _ => cast(array, &DataType::Utf8)?,
+    };
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut ranks: Vec<u32> = array
+        .as_string::<i32>()
+        .iter()
+        .map(|v| match v {
+            Some(v) => {
+                let next = ids.len() as u32;
+                *ids.entry(v).or_insert(next) + 1
             }
-        }
-        Ok(Self { per_batch })
+            None => 0,
+        })
+        .collect();
+    // First-seen ids -> ranks in sorted order.
+    let mut order: Vec<(&str, u32)> = ids.into_iter().collect();
+    order.sort_unstable();
+    let mut rank_of = vec![0u32; order.len() + 1];
+    for (rank, (_, id)) in order.iter().enumerate() {
+        rank_of[*id as usize + 1] = rank as u32 + 1;
     }
-
-    fn of_batch(&self, b: usize) -> &[u32] {
-        &self.per_batch[b]
+    for r in ranks.iter_mut() {
+        *r = rank_of[*r as usize];
     }
+    Ok(ranks)
 }
 
 #[cfg(test)]
@@ -533,7 +549,14 @@ mod tests {
                 .collect();
             batches.push(batch(&rows));
         }
-        let all = concat_batches(&batches[0].schema(), &batches).unwrap();
+        // The second batch keeps every third row only (dropped duplicates).
+        let keep = BooleanArray::from_iter((0..500).map(|i| Some(i % 3 == 0)));
+        let kept = [
+            batches[0].clone(),
+            filter_record_batch(&batches[1], &keep).unwrap(),
+            batches[2].clone(),
+        ];
+        let all = concat_batches(&batches[0].schema(), &kept).unwrap();
         let sort: Vec<SortColumn> = (0..4)
             .map(|c| SortColumn {
                 values: all.column(c).clone(),
@@ -541,7 +564,14 @@ mod tests {
             })
             .collect();
         let expected = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
-        let got = cluster(batches).unwrap();
-        assert_eq!(got, expected);
+        let pending = batches
+            .into_iter()
+            .enumerate()
+            .map(|(i, events)| Pending {
+                events,
+                keep: (i == 1).then(|| keep.clone()),
+            })
+            .collect();
+        assert_eq!(cluster(pending).unwrap(), expected);
     }
 }

@@ -15,10 +15,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Int32Builder, Int64Builder,
-    ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Int32Builder,
+    Int64Builder, ListBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, SchemaRef};
 use serde::Deserialize;
 
 use crate::flat::Flat;
@@ -401,12 +402,12 @@ fn parse<'a, T: Deserialize<'a> + Validate>(payload: &'a [u8]) -> std::result::R
     Ok(row)
 }
 
+fn list_item_field() -> Arc<Field> {
+    Arc::new(Field::new("element", DataType::Utf8, true))
+}
+
 fn list_builder() -> ListBuilder<StringBuilder> {
-    ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
-        "element",
-        DataType::Utf8,
-        true,
-    )))
+    ListBuilder::new(StringBuilder::new()).with_field(list_item_field())
 }
 
 fn ts_builder() -> TimestampMicrosecondBuilder {
@@ -601,31 +602,59 @@ impl TopicRows for AccessRows {
         self.len
     }
 
+    /// Builders start the next batch sized like this one, so appends do not
+    /// grow (and copy) their buffers step by step.
     fn finish(&mut self) -> Result<RecordBatch> {
         self.len = 0;
         batch(
             tables::api_access(),
             vec![
-                Arc::new(self.event_id.finish()),
-                Arc::new(self.event_time.finish()),
-                Arc::new(self.app_id.finish()),
-                Arc::new(self.developer_id.finish()),
-                Arc::new(self.user_id.finish()),
-                Arc::new(self.api.finish()),
-                Arc::new(self.required_scope.finish()),
-                Arc::new(self.token_scopes.finish()),
-                Arc::new(self.data_categories.finish()),
-                Arc::new(self.record_count.finish()),
-                Arc::new(self.status.finish()),
-                Arc::new(self.client_ip.finish()),
-                Arc::new(self.client_region.finish()),
-                Arc::new(self.token_id.finish()),
-                Arc::new(self.latency_ms.finish()),
-                Arc::new(self.response_bytes.finish()),
-                Arc::new(self.date.finish()),
+                renew_str(&mut self.event_id),
+                renew_primitive(&mut self.event_time),
+                renew_str(&mut self.app_id),
+                renew_str(&mut self.developer_id),
+                renew_str(&mut self.user_id),
+                renew_str(&mut self.api),
+                renew_str(&mut self.required_scope),
+                renew_list(&mut self.token_scopes),
+                renew_list(&mut self.data_categories),
+                renew_primitive(&mut self.record_count),
+                renew_primitive(&mut self.status),
+                renew_str(&mut self.client_ip),
+                renew_str(&mut self.client_region),
+                renew_str(&mut self.token_id),
+                renew_primitive(&mut self.latency_ms),
+                renew_primitive(&mut self.response_bytes),
+                renew_primitive(&mut self.date),
             ],
         )
     }
+}
+
+/// Finishes a string builder and replaces it with one of the same capacity.
+fn renew_str(b: &mut StringBuilder) -> ArrayRef {
+    let (items, bytes) = (b.len(), b.values_slice().len());
+    let array = b.finish();
+    *b = StringBuilder::with_capacity(items, bytes + bytes / 16);
+    Arc::new(array)
+}
+
+/// Finishes a primitive builder and replaces it with one of the same capacity.
+fn renew_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> ArrayRef {
+    let items = b.len();
+    let array = b.finish();
+    *b = PrimitiveBuilder::<T>::with_capacity(items).with_data_type(array.data_type().clone());
+    Arc::new(array)
+}
+
+/// Finishes a list-of-strings builder and replaces it with one of the same capacity.
+fn renew_list(b: &mut ListBuilder<StringBuilder>) -> ArrayRef {
+    let items = b.len();
+    let (values, bytes) = (b.values().len(), b.values().values_slice().len());
+    let array = b.finish();
+    *b = ListBuilder::with_capacity(StringBuilder::with_capacity(values, bytes), items)
+        .with_field(list_item_field());
+    Arc::new(array)
 }
 
 builders!(GrantRows {

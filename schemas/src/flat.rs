@@ -17,6 +17,8 @@ use std::borrow::Cow;
 /// A cursor over one JSON object's bytes. Every method returns `None` when
 /// the input leaves the fast shape.
 pub(crate) struct Flat<'a> {
+    /// The payload, checked to be UTF-8 once.
+    s: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -33,8 +35,12 @@ impl<'a> Flat<'a> {
     /// UTF-8 are valid UTF-8, so strings need no further check).
     #[inline]
     pub(crate) fn open(payload: &'a [u8]) -> Option<Self> {
-        simdutf8::basic::from_utf8(payload).ok()?;
-        let mut f = Self { b: payload, i: 0 };
+        let s = simdutf8::basic::from_utf8(payload).ok()?;
+        let mut f = Self {
+            s,
+            b: payload,
+            i: 0,
+        };
         f.ws();
         f.eat(b'{')?;
         Some(f)
@@ -101,6 +107,14 @@ impl<'a> Flat<'a> {
     /// cursor on its opening quote.
     #[inline]
     fn raw_string(&mut self) -> Option<&'a [u8]> {
+        let (start, end) = self.string_span()?;
+        Some(&self.b[start..end])
+    }
+
+    /// The byte range of a string without escapes or control characters
+    /// (between the quotes), the cursor on its opening quote.
+    #[inline]
+    fn string_span(&mut self) -> Option<(usize, usize)> {
         self.eat(b'"')?;
         let start = self.i;
         let rest = &self.b[start..];
@@ -118,7 +132,7 @@ impl<'a> Flat<'a> {
             match rest[j] {
                 b'"' => {
                     self.i = start + j + 1;
-                    return Some(&rest[..j]);
+                    return Some((start, start + j));
                 }
                 b'\\' => return None,
                 c if c < 0x20 => return None,
@@ -131,10 +145,10 @@ impl<'a> Flat<'a> {
     /// A string value.
     #[inline]
     pub(crate) fn str(&mut self) -> Option<Cow<'a, str>> {
-        let raw = self.raw_string()?;
-        // Valid UTF-8: the whole payload was checked in `open`, and the
-        // string is delimited by ASCII quotes.
-        Some(Cow::Borrowed(std::str::from_utf8(raw).ok()?))
+        let (start, end) = self.string_span()?;
+        // The whole payload is UTF-8 and the string lies between ASCII
+        // quotes, so these are char boundaries (checked in O(1) by `get`).
+        Some(Cow::Borrowed(self.s.get(start..end)?))
     }
 
     /// `null` or a string.
