@@ -602,3 +602,116 @@ fn help_lists_the_verbs() {
     assert!(out.status.success());
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+const HOLD_POLICY: &str = r#"# the regulator's inquiry into app-2
+[[holds]]
+reason = "regulator inquiry 2026-88"
+app = "app-2"
+"#;
+
+/// A hold covering some of the user's rows: the erase removes the rest,
+/// keeps the held rows, says so (output, evidence), verify passes with the
+/// policy and fails without it, and a sweep after the hold is lifted
+/// finishes the erasure.
+fn erase_under_hold(place: &Place) {
+    place.ingest_fixture();
+    let before = place.counts();
+    let held = place.n(&format!(
+        "SELECT count(*) AS n FROM api_access WHERE user_id = '{VICTIM}' AND app_id = 'app-2'"
+    ));
+    assert!(held > 0);
+    let policy = place.dir.path().join("hold.toml");
+    std::fs::write(&policy, HOLD_POLICY).unwrap();
+    let policy = policy.to_str().unwrap();
+
+    let out = place.ok(&[
+        "retention",
+        "erase",
+        "--user",
+        VICTIM,
+        "--policy",
+        policy,
+        "--now",
+        NOW,
+    ]);
+    assert!(
+        out.contains(&format!(
+            "pending: {held} rows of api_access kept under the legal hold at policy line 2 (\"regulator inquiry 2026-88\")"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("PASS erased_user_bytes"), "{out}");
+    // Only the held rows of the user remain; everyone else is intact.
+    let mut expected = before.clone();
+    expected.retain(|(_, u), _| u != VICTIM);
+    expected.insert(("api_access".into(), VICTIM.into()), held);
+    assert_eq!(place.counts(), expected);
+    assert_eq!(
+        place.n(&format!(
+            "SELECT count(*) AS n FROM api_access WHERE user_id = '{VICTIM}' AND app_id <> 'app-2'"
+        )),
+        0
+    );
+    // The evidence says the erasure is pending, and why; it names no id.
+    let ev = place.rows("SELECT kind, outcome, record FROM retention_evidence ORDER BY seq");
+    assert_eq!(ev[0]["outcome"], "pending", "{ev:?}");
+    let record = ev[0]["record"].as_str().unwrap();
+    assert!(
+        record.contains("kept under the hold at policy line 2"),
+        "{record}"
+    );
+    assert!(!record.contains(VICTIM));
+
+    // verify knows the holds only from the policy.
+    let out = place.ok(&[
+        "retention",
+        "verify",
+        "--user",
+        VICTIM,
+        "--policy",
+        policy,
+        "--now",
+        NOW,
+    ]);
+    assert!(out.contains("held: "), "{out}");
+    for args in [
+        vec!["retention", "verify", "--user", VICTIM, "--now", NOW],
+        vec!["retention", "verify", "--now", NOW],
+    ] {
+        let out = place.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+
+    // The hold is lifted: the next sweep finishes the erasure.
+    let lifted = place.dir.path().join("lifted.toml");
+    std::fs::write(&lifted, "# inquiry closed\n").unwrap();
+    let out = place.ok(&[
+        "retention",
+        "sweep",
+        "--policy",
+        lifted.to_str().unwrap(),
+        "--now",
+        NOW,
+    ]);
+    assert!(
+        out.contains(&format!("api_access: deleted {held} rows")),
+        "{out}"
+    );
+    expected.retain(|(_, u), _| u != VICTIM);
+    assert_eq!(place.counts(), expected);
+    place.ok(&["retention", "verify", "--user", VICTIM, "--now", NOW]);
+    let left = files_containing(&place.root_on_disk(), VICTIM);
+    assert!(left.is_empty(), "the id survives in {left:?}");
+}
+
+#[test]
+fn erase_under_hold_local() {
+    erase_under_hold(&Place::local());
+}
+
+#[test]
+fn erase_under_hold_s3() {
+    if let Some(place) = Place::s3() {
+        erase_under_hold(&place);
+    }
+}

@@ -2,22 +2,27 @@
 //! from every table, physically, and prove it.
 //!
 //! ```text
-//! 1. holds      the policy's holds may not cover any of the user's rows
-//!               (checked first: a held user is refused, nothing changes)
-//! 2. tombstone  keyed hash into `erasures` (first, so ingest stops writing
-//!               the user's rows and a Kafka replay cannot bring them back)
-//! 3. rewrite    per table: files whose partition statistics may hold the
-//!               user (min <= id <= max on user_id / app_id; quarantine: all),
-//!               rewritten without the user's rows in one commit that
-//!               names no id; repeated until a pass finds nothing (rows a
-//!               concurrent ingest appended before it saw the tombstone)
-//! 4. purge      retired files deleted, checkpoint, older log files deleted
-//! 5. verify     the id's bytes nowhere under the lake root
-//! 6. evidence   one record: keyed hash, objects removed, rows per table
+//! 1. tombstone  keyed hash into `erasures` (so ingest stops writing the
+//!               user's rows and a Kafka replay cannot bring them back),
+//!               committed while step 2 reads and writes; no rewrite commits
+//!               before it
+//! 2. rewrite    per table, all tables at once, files in parallel: files
+//!               whose statistics may hold the user (min <= id <= max on
+//!               user_id / app_id; quarantine: all), rewritten without the
+//!               user's rows in one commit that names no id; repeated until
+//!               a pass finds nothing (rows a concurrent ingest appended
+//!               before it saw the tombstone). Rows a legal hold covers are
+//!               kept and counted: the erasure stays pending for them
+//! 3. purge      per table: retired files deleted, checkpoint; then, after
+//!               a delay for concurrent readers, older log files deleted
+//! 4. verify     meanwhile: the id's bytes nowhere under the lake root (the
+//!               log is listed and read once its cleanup is done)
+//! 5. evidence   one record: keyed hash, objects removed, rows per table,
+//!               rows kept under each hold (outcome `pending`)
 //! ```
 //!
 //! Every step is idempotent: after a crash (even `kill -9` between the
-//! commit and the purge) a rerun finishes the job. How many files step 3
+//! commit and the purge) a rerun finishes the job. How many files step 2
 //! rewrites depends on clustering: with data sorted by user inside each
 //! partition (see `retention sweep` clustering) a user's rows sit in about one file per
 //! partition; unclustered, most files' min/max ranges span every user.
@@ -100,6 +105,9 @@ pub struct EraseOutcome {
     pub user_hash: String,
     /// Rows removed per table.
     pub rows_removed: BTreeMap<String, u64>,
+    /// Rows kept under legal holds: the erasure stays pending for them (its
+    /// tombstone stays; the first sweep after a hold is lifted erases them).
+    pub held: Vec<HeldRows>,
     /// The verification run after the purge (None if disabled).
     pub verify: Option<VerifyReport>,
     /// The evidence record's sequence number.
@@ -107,9 +115,15 @@ pub struct EraseOutcome {
 }
 
 impl EraseOutcome {
-    /// Whether the erasure is proven (verification passed or was skipped).
+    /// Whether the erasure is proven (verification passed or was skipped);
+    /// rows under holds may remain (see [`held`](Self::held)).
     pub fn passed(&self) -> bool {
         self.verify.as_ref().is_none_or(VerifyReport::passed)
+    }
+
+    /// Whether rows under legal holds remain to be erased.
+    pub fn pending(&self) -> bool {
+        !self.held.is_empty()
     }
 }
 
@@ -127,7 +141,7 @@ impl Erase {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             wall_now: None,
             verify: true,
-            depth: Depth::Deep,
+            depth: Depth::default(),
             progress: Arc::new(NoProgress),
         }
     }
@@ -189,6 +203,7 @@ impl Erase {
 
     /// Runs the erasure.
     pub async fn execute(self) -> Result<(EraseOutcome, EraseMetrics)> {
+        let t0 = Instant::now();
         validate_id(&self.user, "--user")?;
         if let Some(a) = &self.app {
             validate_id(a, "--app")?;
@@ -201,46 +216,7 @@ impl Erase {
             .unwrap_or_default();
         let mut metrics = EraseMetrics::default();
 
-        // 1. Holds: refuse before changing anything.
-        if !holds.is_empty() {
-            for table in USER_TABLES {
-                let f = self.filter(table, holds.clone());
-                let Some(t) = lake.table(table).await? else {
-                    continue;
-                };
-                for file in files::data_files(&t, table)?
-                    .iter()
-                    .filter(|file| f.may_match(file))
-                {
-                    let bytes = files::read_object(&t, &file.path).await?;
-                    for b in files::decode(
-                        &file.path,
-                        bytes,
-                        Some(&crate::filters::FILTER_COLUMNS),
-                        None,
-                    )? {
-                        let (_, held) = f.matches(&b)?;
-                        let rows = held.true_count() as u64;
-                        if rows > 0 {
-                            let c = crate::filters::Cols::of(table, &b)?;
-                            let hold = (0..b.num_rows())
-                                .filter(|i| held.value(*i))
-                                .find_map(|i| c.held_by(i, &holds))
-                                .cloned()
-                                .ok_or_else(|| Error::Internal("held row without a hold".into()))?;
-                            return Err(Error::Held {
-                                table: table.to_string(),
-                                rows,
-                                line: hold.line,
-                                reason: hold.reason,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-
-        // 2. Tombstone (reusing an earlier one for the same user and app).
+        // 1. Tombstone (reusing an earlier one for the same user and app).
         let key = ErasureKey::load_or_create(lake).await?;
         let hash = key.hash(&self.user);
         let existing = erasure::read_tombstones(lake)
@@ -248,74 +224,44 @@ impl Erase {
             .into_iter()
             .map(|(t, _)| t)
             .find(|t| t.user_hash == hash && t.app_id == self.app);
-        let tombstone = match existing {
-            Some(t) => t,
-            None => {
-                let t = Tombstone::new(
+        let (tombstone, is_new) = match existing {
+            Some(t) => (t, false),
+            None => (
+                Tombstone::new(
                     &key,
                     &self.user,
                     self.app.as_deref(),
                     self.reason.as_deref(),
                     self.now.timestamp_micros(),
-                );
-                erasure::append_tombstones(lake, &key, std::slice::from_ref(&t)).await?;
-                t
-            }
+                ),
+                true,
+            ),
         };
-        crate::pause_point("tombstoned");
+        // The tombstone is committed while the tables' files are read and
+        // rewritten; no rewrite commits before it (`gate`).
+        let (tomb_tx, tomb_rx) = tokio::sync::watch::channel(None::<bool>);
+        let write_tombstone = async {
+            let r = if is_new {
+                erasure::append_tombstones(lake, &key, std::slice::from_ref(&tombstone))
+                    .await
+                    .map(|_| ())
+            } else {
+                Ok(())
+            };
+            if r.is_ok() {
+                crate::pause_point("tombstoned");
+                tracing::debug!(ms = t0.elapsed().as_millis() as u64, "tombstone written");
+            }
+            let _ = tomb_tx.send(Some(r.is_ok()));
+            r
+        };
         let meta: HashMap<String, serde_json::Value> = HashMap::from([(
             "auditlake".to_string(),
             serde_json::json!({"operation": "retention erase", "erasure_id": tombstone.erasure_id}),
         )]);
 
-        // 3. Rewrite.
-        let started = Instant::now();
-        for table in USER_TABLES {
-            let Some(t) = lake.table(table).await? else {
-                continue;
-            };
-            let (n, b) = auditlake_schemas::lake::table_size(&t);
-            metrics.files_total += n;
-            metrics.bytes_total += b;
-        }
-        self.progress.start("erase", USER_TABLES.len() as u64);
-        for table in USER_TABLES {
-            let filter = self.filter(table, holds.clone());
-            let mut total = RewriteMetrics::default();
-            // Files already read (or written by a pass): a later pass only
-            // looks at files a concurrent writer added meanwhile.
-            let mut seen: HashSet<String> = HashSet::new();
-            for _pass in 0..MAX_PASSES {
-                let (m, planned) = retry(table, || async {
-                    let Some(t) = lake.table(table).await? else {
-                        return Ok((RewriteMetrics::default(), Vec::new()));
-                    };
-                    let plan: Vec<_> = files::data_files(&t, table)?
-                        .into_iter()
-                        .filter(|f| !seen.contains(&f.path) && filter.may_match(f))
-                        .map(|f| (f, FileAction::Filter))
-                        .collect();
-                    let m =
-                        rewrite::apply(table, &t, &plan, &filter, &self.opts, meta.clone(), false)
-                            .await?;
-                    Ok((m, plan.into_iter().map(|(f, _)| f.path).collect::<Vec<_>>()))
-                })
-                .await?;
-                let done = planned.is_empty() || m.version.is_none();
-                seen.extend(planned);
-                seen.extend(m.written.iter().cloned());
-                merge(&mut total, m);
-                if done {
-                    break;
-                }
-            }
-            self.progress.advance(1);
-            metrics.rewrites.insert(table.to_string(), total);
-        }
-        self.progress.finish();
-        metrics.seconds_rewrite = started.elapsed().as_secs_f64();
-
-        // 4. Purge every user table: also finishes an earlier erasure that
+        // 2-3. Per table, all tables at once: rewrite, then purge (retired
+        // files, checkpoint). A purge also finishes an earlier erasure that
         // crashed after its commit.
         let started = Instant::now();
         let opts = PurgeOptions {
@@ -324,50 +270,91 @@ impl Erase {
             compact_log: true,
             dry_run: false,
         };
-        for table in USER_TABLES {
-            let retired: HashMap<String, Option<String>> = metrics
-                .rewrites
-                .get(table)
-                .map(|r| {
-                    r.retired
-                        .iter()
-                        .map(|f| (format!("{table}/{}", f.path), f.sha256.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let p = retry(table, || purge::purge(lake, table, &retired, &opts)).await?;
-            metrics.purges.insert(table.to_string(), p);
+        self.progress.start("erase", USER_TABLES.len() as u64);
+        let tables = futures::future::try_join_all(
+            USER_TABLES
+                .iter()
+                .map(|table| self.erase_table(table, &holds, &meta, &opts, tomb_rx.clone())),
+        );
+        let (tombstoned, done) = futures::future::join(write_tombstone, tables).await;
+        tombstoned?;
+        let done = done?;
+        self.progress.finish();
+        let mut held: BTreeMap<String, BTreeMap<usize, u64>> = BTreeMap::new();
+        for t in done {
+            metrics.files_total += t.files;
+            metrics.bytes_total += t.bytes;
+            metrics.rewrites.insert(t.table.to_string(), t.rewrite);
+            metrics.purges.insert(t.table.to_string(), t.purge);
+            if !t.held.is_empty() {
+                held.insert(t.table.to_string(), t.held);
+            }
         }
-        purge::cleanup_logs(lake, &mut metrics.purges).await?;
-        metrics.seconds_purge = started.elapsed().as_secs_f64();
+        metrics.seconds_rewrite = started.elapsed().as_secs_f64();
 
-        // 5. Verify.
+        // 4. Old log files go after a delay (concurrent readers finish
+        // loading); the verification scans everything else meanwhile and
+        // the log once it is cleaned.
         let started = Instant::now();
-        let report = if self.verify {
+        let (cleaned_tx, cleaned_rx) = tokio::sync::watch::channel(false);
+        let cleanup = async {
+            let mut purges = std::mem::take(&mut metrics.purges);
+            let r = purge::cleanup_logs(lake, &mut purges).await;
+            let _ = cleaned_tx.send(true);
+            (r, purges)
+        };
+        let verify = async {
+            if !self.verify {
+                return Ok(None);
+            }
             let mut v = Verify::new(lake.clone(), self.now)
                 .with_user(self.user.clone())
                 .with_depth(self.depth)
                 .with_evidence(false)
+                .with_log_barrier(cleaned_rx)
                 .with_progress(self.progress.clone());
             if let Some(a) = &self.app {
                 v = v.with_app(a.clone());
             }
-            Some(v.execute().await?)
-        } else {
-            None
+            if let Some(p) = &self.policy {
+                v = v.with_holds(p.holds.clone());
+            }
+            v.execute().await.map(Some)
         };
-        metrics.seconds_verify = started.elapsed().as_secs_f64();
+        let ((cleaned, purges), report) = futures::future::join(cleanup, verify).await;
+        metrics.purges = purges;
+        cleaned?;
+        let report = report?;
+        metrics.seconds_purge = started.elapsed().as_secs_f64();
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "log cleaned and verified"
+        );
+        metrics.seconds_verify = report.as_ref().map_or(0.0, |r| r.seconds);
 
-        // 6. Evidence.
+        // 5. Evidence.
         let subject = match &self.app {
             Some(a) => format!("user_hash = {hash} AND app_id = {a:?}"),
             None => format!("user_hash = {hash}"),
         };
+        let held_rows: Vec<HeldRows> = held
+            .iter()
+            .flat_map(|(table, per_hold)| {
+                per_hold.iter().map(|(h, rows)| HeldRows {
+                    table: table.clone(),
+                    rows: *rows,
+                    hold_line: holds[*h].line,
+                    hold_reason: holds[*h].reason.clone(),
+                })
+            })
+            .collect();
         let mut rec = EvidenceRecord::new("erase", self.now);
-        rec.outcome = if report.as_ref().is_none_or(VerifyReport::passed) {
+        rec.outcome = if !report.as_ref().is_none_or(VerifyReport::passed) {
+            "failed"
+        } else if held_rows.is_empty() {
             "ok"
         } else {
-            "failed"
+            "pending"
         }
         .into();
         rec.policy_sha256 = self.policy.as_ref().map(|p| p.sha256.clone());
@@ -377,6 +364,12 @@ impl Erase {
             format!("erasure_id = {}", tombstone.erasure_id),
             format!("reason = {:?}", self.reason.as_deref().unwrap_or("")),
         ];
+        for h in &held_rows {
+            rec.predicates.push(format!(
+                "pending: {} row(s) of {} kept under the hold at policy line {} ({:?}); a sweep after the hold is lifted erases them",
+                h.rows, h.table, h.hold_line, h.hold_reason
+            ));
+        }
         rec.rows_removed = metrics
             .rewrites
             .iter()
@@ -400,6 +393,7 @@ impl Erase {
             "bytes_total": metrics.bytes_total,
             "files_rewritten": metrics.files_rewritten(),
             "rows_removed": metrics.rows_removed(),
+            "rows_held": held_rows,
             "seconds_rewrite": metrics.seconds_rewrite,
             "seconds_purge": metrics.seconds_purge,
             "seconds_verify": metrics.seconds_verify,
@@ -407,11 +401,13 @@ impl Erase {
         });
         let rows_removed = rec.rows_removed.clone();
         let (seq, _) = evidence::append(lake, rec).await?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "evidence appended");
         Ok((
             EraseOutcome {
                 erasure_id: tombstone.erasure_id,
                 user_hash: hash.to_string(),
                 rows_removed,
+                held: held_rows,
                 verify: report,
                 evidence_seq: Some(seq),
             },
@@ -419,14 +415,124 @@ impl Erase {
         ))
     }
 
-    fn filter(&self, table: &str, holds: Vec<crate::policy::Hold>) -> UserFilter {
-        UserFilter {
-            table: table.to_string(),
-            user: self.user.clone(),
-            app: self.app.clone(),
-            holds,
+    /// Rewrite passes and purge of one table.
+    async fn erase_table(
+        &self,
+        table: &'static str,
+        holds: &[crate::policy::Hold],
+        meta: &HashMap<String, serde_json::Value>,
+        opts: &PurgeOptions,
+        tombstoned: tokio::sync::watch::Receiver<Option<bool>>,
+    ) -> Result<TableDone> {
+        let started = Instant::now();
+        let lake = &self.lake;
+        let filter = Arc::new(UserFilter::new(
+            table,
+            &self.user,
+            self.app.as_deref(),
+            holds.to_vec(),
+        ));
+        let mut total = RewriteMetrics::default();
+        let mut size = None;
+        // Files already read (or written by a pass): a later pass only
+        // looks at files a concurrent writer added meanwhile.
+        let mut seen: HashSet<String> = HashSet::new();
+        for _pass in 0..MAX_PASSES {
+            let (m, planned, n) = retry(table, || async {
+                let Some(t) = lake.table(table).await? else {
+                    return Ok((RewriteMetrics::default(), Vec::new(), (0, 0)));
+                };
+                let n = auditlake_schemas::lake::table_size(&t);
+                let plan: Vec<_> = files::data_files(&t, table)?
+                    .into_iter()
+                    .filter(|f| !seen.contains(&f.path) && filter.may_match(f))
+                    .map(|f| (f, FileAction::Filter))
+                    .collect();
+                let mut tombstoned = tombstoned.clone();
+                let gate = async move {
+                    match tombstoned.wait_for(Option::is_some).await.map(|v| *v) {
+                        Ok(Some(true)) => Ok(()),
+                        _ => Err(Error::Internal(
+                            "the tombstone was not written; nothing rewritten".into(),
+                        )),
+                    }
+                };
+                let m = rewrite::apply_gated(
+                    table,
+                    &t,
+                    &plan,
+                    filter.clone(),
+                    &self.opts,
+                    meta.clone(),
+                    false,
+                    gate,
+                )
+                .await?;
+                Ok((
+                    m,
+                    plan.into_iter().map(|(f, _)| f.path).collect::<Vec<_>>(),
+                    n,
+                ))
+            })
+            .await?;
+            size.get_or_insert(n);
+            let done = planned.is_empty() || m.version.is_none();
+            seen.extend(planned);
+            seen.extend(m.written.iter().cloned());
+            merge(&mut total, m);
+            if done {
+                break;
+            }
         }
+        let retired: HashMap<String, Option<String>> = total
+            .retired
+            .iter()
+            .map(|f| (format!("{table}/{}", f.path), f.sha256.clone()))
+            .collect();
+        let rewritten = started.elapsed();
+        let purge = retry(table, || purge::purge(lake, table, &retired, opts)).await?;
+        tracing::debug!(
+            table,
+            files_read = total.files_read,
+            files_rewritten = total.retired.len(),
+            rewrite_ms = rewritten.as_millis() as u64,
+            purge_ms = (started.elapsed() - rewritten).as_millis() as u64,
+            "erased from table"
+        );
+        self.progress.advance(1);
+        let (files, bytes) = size.unwrap_or_default();
+        Ok(TableDone {
+            table,
+            files,
+            bytes,
+            rewrite: total,
+            purge,
+            held: filter.held_rows(),
+        })
     }
+}
+
+/// One table's part of an erasure.
+struct TableDone {
+    table: &'static str,
+    files: usize,
+    bytes: u64,
+    rewrite: RewriteMetrics,
+    purge: PurgeMetrics,
+    held: BTreeMap<usize, u64>,
+}
+
+/// Rows of the user an erasure kept because a legal hold covers them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HeldRows {
+    /// Table.
+    pub table: String,
+    /// Rows kept.
+    pub rows: u64,
+    /// Line of the hold in the policy file.
+    pub hold_line: usize,
+    /// The hold's reason.
+    pub hold_reason: String,
 }
 
 /// A user or app id must be non-empty text without control characters.

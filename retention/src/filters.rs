@@ -4,6 +4,8 @@
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, TimeUnit};
 use memchr::memmem;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::Result;
 use crate::files::DataFile;
@@ -161,9 +163,36 @@ pub struct UserFilter {
     pub app: Option<String>,
     /// Holds: covered rows are never doomed (they are counted instead).
     pub holds: Vec<Hold>,
+    /// The user's rows kept because a hold covers them: per file read, the
+    /// rows per hold (index into `holds`). Set per file, so a rerun of a
+    /// table's step does not count twice.
+    pub held: std::sync::Mutex<std::collections::BTreeMap<String, BTreeMap<usize, u64>>>,
 }
 
 impl UserFilter {
+    /// A filter of `table` for `user` (and `app`), keeping rows `holds` cover.
+    pub fn new(table: &str, user: &str, app: Option<&str>, holds: Vec<Hold>) -> Self {
+        Self {
+            table: table.to_string(),
+            user: user.to_string(),
+            app: app.map(str::to_string),
+            holds,
+            held: Default::default(),
+        }
+    }
+
+    /// Rows of the user kept under each hold (index into `holds`), over the
+    /// files read.
+    pub fn held_rows(&self) -> BTreeMap<usize, u64> {
+        let mut out = BTreeMap::new();
+        for per_file in self.held.lock().expect("held lock").values() {
+            for (h, n) in per_file {
+                *out.entry(*h).or_default() += n;
+            }
+        }
+        out
+    }
+
     /// Whether `file` may hold the user's rows, by partition statistics.
     pub fn may_match(&self, file: &DataFile) -> bool {
         if self.table == tables::QUARANTINE {
@@ -193,16 +222,44 @@ impl UserFilter {
 
 impl RowFilter for UserFilter {
     fn columns(&self) -> Vec<&'static str> {
-        FILTER_COLUMNS.to_vec()
+        // Holds need app and time; otherwise the user (raw for quarantine),
+        // and the app for an erasure from one app.
+        if !self.holds.is_empty() {
+            FILTER_COLUMNS.to_vec()
+        } else if self.app.is_some() {
+            vec!["user_id", "app_id", "raw"]
+        } else {
+            vec!["user_id", "raw"]
+        }
     }
-    fn doomed(&self, _file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
-        Ok(self.matches(batch)?.0)
+    fn begin_file(&self, file: &DataFile) {
+        self.held.lock().expect("held lock").remove(&file.path);
+    }
+    fn doomed(&self, file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
+        let (doomed, held) = self.matches(batch)?;
+        let mut per_hold: BTreeMap<usize, u64> = BTreeMap::new();
+        if held.true_count() > 0 {
+            let c = Cols::of(&self.table, batch)?;
+            for i in (0..batch.num_rows()).filter(|i| held.value(*i)) {
+                if let Some(hold) = c.held_by(i, &self.holds)
+                    && let Some(h) = self.holds.iter().position(|h| std::ptr::eq(h, hold))
+                {
+                    *per_hold.entry(h).or_default() += 1;
+                }
+            }
+        }
+        let mut map = self.held.lock().expect("held lock");
+        let entry = map.entry(file.path.clone()).or_default();
+        for (h, n) in per_hold {
+            *entry.entry(h).or_default() += n;
+        }
+        Ok(doomed)
     }
 }
 
 /// A sweep's filter for one table: rows past the table's cutoff day, and
 /// rows of erased users (by keyed hash), except rows under a hold.
-pub struct SweepFilter<'a> {
+pub struct SweepFilter {
     /// Table being filtered.
     pub table: String,
     /// First day kept (`None`: no expiry for this table).
@@ -210,19 +267,19 @@ pub struct SweepFilter<'a> {
     /// Legal holds.
     pub holds: Vec<Hold>,
     /// Erased users (`None` or empty: no erasure pass).
-    pub erased: Option<&'a ErasedUsers>,
+    pub erased: Option<Arc<ErasedUsers>>,
     /// Keyed hashes of the values seen (shared across files).
-    pub hashes: Option<&'a HashCache>,
+    pub hashes: Option<Arc<HashCache>>,
 }
 
-impl SweepFilter<'_> {
+impl SweepFilter {
     /// Whether every row of `file` is past the cutoff.
     pub fn file_expired(&self, file: &DataFile) -> bool {
         matches!((self.cutoff, file.date), (Some(c), Some(d)) if d < c)
     }
 }
 
-impl RowFilter for SweepFilter<'_> {
+impl RowFilter for SweepFilter {
     fn columns(&self) -> Vec<&'static str> {
         FILTER_COLUMNS.to_vec()
     }
@@ -230,7 +287,7 @@ impl RowFilter for SweepFilter<'_> {
         if self.file_expired(file) {
             return Ok(false);
         }
-        match (self.erased, self.hashes) {
+        match (self.erased.as_deref(), self.hashes.as_deref()) {
             (Some(e), Some(h)) => Ok(!crate::scan::may_hold_erased(
                 &file.path,
                 &self.table,
@@ -244,7 +301,7 @@ impl RowFilter for SweepFilter<'_> {
 
     fn doomed(&self, file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
         let expired = self.file_expired(file);
-        let erased = match self.erased {
+        let erased = match self.erased.as_deref() {
             Some(e) if !e.is_empty() => e.doomed_rows(&self.table, batch)?,
             _ => None,
         };

@@ -170,6 +170,19 @@ pub async fn fetch_columns(
                 let (start, len) = col.byte_range();
                 ranges.push(start..start + len);
             }
+            // Page indexes hold every page's min/max: statistics are read
+            // raw for every column.
+            for (offset, len) in [
+                (col.column_index_offset(), col.column_index_length()),
+                (col.offset_index_offset(), col.offset_index_length()),
+            ] {
+                if let (Some(o), Some(l)) = (offset, len)
+                    && let (Ok(o), Ok(l)) = (u64::try_from(o), u64::try_from(l))
+                    && o + l <= size
+                {
+                    ranges.push(o..o + l);
+                }
+            }
         }
     }
     ranges.sort_by_key(|r| r.start);

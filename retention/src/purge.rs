@@ -119,9 +119,10 @@ pub async fn purge(
     }
 
     if opts.compact_log && !opts.dry_run {
-        let table_now = lake.require_table(table).await?;
-        let version = table_now.version().unwrap_or(0);
-        deltalake::checkpoints::create_checkpoint(&table_now, None)
+        // The snapshot loaded above: a checkpoint of it covers every file
+        // this purge saw retired; later commits stay in the log.
+        let version = loaded.version().unwrap_or(0);
+        deltalake::checkpoints::create_checkpoint(&loaded, None)
             .await
             .map_err(|e| Error::delta(table, "checkpoint", e))?;
         m.checkpoint_version = Some(version);

@@ -18,6 +18,7 @@
 //! appends by ingest do not conflict (WriteSerializable isolation).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use deltalake::DeltaTable;
@@ -26,6 +27,7 @@ use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::parquet::arrow::arrow_reader::RowSelection;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -44,7 +46,7 @@ pub enum FileAction {
 }
 
 /// Decides which rows of a file go.
-pub trait RowFilter: Send + Sync {
+pub trait RowFilter: Send + Sync + 'static {
     /// Columns the filter reads (the rest is not decoded to decide).
     fn columns(&self) -> Vec<&'static str>;
     /// True for each row of `batch` (of `file`) that must go.
@@ -54,6 +56,9 @@ pub trait RowFilter: Send + Sync {
     fn rules_out(&self, _file: &DataFile, _bytes: &bytes::Bytes) -> Result<bool> {
         Ok(false)
     }
+    /// Called before the batches of `file` go through [`doomed`](Self::doomed)
+    /// (a rerun of a step reads a file again).
+    fn begin_file(&self, _file: &DataFile) {}
 }
 
 /// A data file that a commit retired, with what the evidence needs.
@@ -96,129 +101,145 @@ pub struct RewriteMetrics {
     pub partitions: Vec<String>,
 }
 
+/// Data files read and rewritten at once: one per core (each on its own
+/// thread: decoding and encoding are CPU work).
+pub fn file_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Applies `plan` to `table` in one commit. `app_metadata` goes into the
 /// commit info (it must hold no user id). With `dry_run` nothing is written:
-/// the metrics say what would be.
+/// the metrics say what would be. Files to filter are read and rewritten in
+/// parallel ([`file_parallelism`]); the commit is one.
 pub async fn apply(
     name: &str,
     table: &DeltaTable,
     plan: &[(DataFile, FileAction)],
-    filter: &dyn RowFilter,
+    filter: Arc<dyn RowFilter>,
     opts: &WriteOptions,
     app_metadata: HashMap<String, serde_json::Value>,
     dry_run: bool,
 ) -> Result<RewriteMetrics> {
+    apply_gated(
+        name,
+        table,
+        plan,
+        filter,
+        opts,
+        app_metadata,
+        dry_run,
+        async { Ok(()) },
+    )
+    .await
+}
+
+/// [`apply`], committing only once `gate` is done (an erasure's tombstone
+/// is committed meanwhile); if `gate` fails the new files are deleted and
+/// nothing is committed.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_gated(
+    name: &str,
+    table: &DeltaTable,
+    plan: &[(DataFile, FileAction)],
+    filter: Arc<dyn RowFilter>,
+    opts: &WriteOptions,
+    app_metadata: HashMap<String, serde_json::Value>,
+    dry_run: bool,
+    gate: impl std::future::Future<Output = Result<()>>,
+) -> Result<RewriteMetrics> {
     let mut m = RewriteMetrics::default();
     let mut actions: Vec<Action> = Vec::new();
     let mut partitions = std::collections::BTreeSet::new();
-    let result: Result<()> = async {
-        for (file, action) in plan {
+    if let Some((file, _)) = plan.iter().find(|(f, _)| f.deletion_vector) {
+        return Err(Error::Unsupported {
+            table: name.to_string(),
+            message: format!(
+                "file {} has a deletion vector; rewrite the table without deletion vectors first",
+                file.path
+            ),
+        });
+    }
+    for (file, action) in plan {
+        if *action == FileAction::Drop {
             m.files_considered += 1;
-            if file.deletion_vector {
-                return Err(Error::Unsupported {
-                    table: name.to_string(),
-                    message: format!(
-                        "file {} has a deletion vector; rewrite the table without deletion vectors first",
-                        file.path
-                    ),
-                });
+            let rows = file.rows.unwrap_or(0);
+            m.rows_removed += rows;
+            m.retired.push(RetiredFile {
+                path: file.path.clone(),
+                bytes: file.size,
+                sha256: None,
+                rows_removed: rows,
+                rows_kept: 0,
+            });
+            partitions.insert(file.partition_dir());
+            actions.push(Action::Remove(file.remove_action()));
+        }
+    }
+    let filtered = futures::stream::iter(
+        plan.iter()
+            .filter(|(_, a)| *a == FileAction::Filter)
+            .map(|(f, _)| f.clone()),
+    )
+    .map(|file| {
+        let task = filter_file(
+            name.to_string(),
+            table.clone(),
+            file,
+            filter.clone(),
+            opts.clone(),
+            dry_run,
+        );
+        // On a blocking thread: decoding and encoding hold a core for tens of
+        // milliseconds, which must not starve the runtime's other tasks (the
+        // tombstone commit, other tables' I/O).
+        let handle = tokio::runtime::Handle::current();
+        async move {
+            tokio::task::spawn_blocking(move || handle.block_on(task))
+                .await
+                .map_err(|e| Error::Internal(format!("rewrite task: {e}")))?
+        }
+    })
+    .buffered(file_parallelism())
+    .collect::<Vec<Result<Filtered>>>()
+    .await;
+    let mut failure = None;
+    for r in filtered {
+        match r {
+            Ok(f) => {
+                m.files_considered += 1;
+                m.files_read += 1;
+                m.bytes_read += f.bytes_read;
+                m.rows_rewritten += f.rows_rewritten;
+                m.bytes_written += f.bytes_written;
+                if let Some(retired) = f.retired {
+                    m.rows_removed += retired.rows_removed;
+                    m.retired.push(retired);
+                }
+                if let Some(p) = f.partition {
+                    partitions.insert(p);
+                }
+                actions.extend(f.remove.map(Action::Remove));
+                for add in f.adds {
+                    m.written.push(add.path.clone());
+                    actions.push(Action::Add(add));
+                }
             }
-            match action {
-                FileAction::Drop => {
-                    let rows = file.rows.unwrap_or(0);
-                    m.rows_removed += rows;
-                    m.retired.push(RetiredFile {
-                        path: file.path.clone(),
-                        bytes: file.size,
-                        sha256: None,
-                        rows_removed: rows,
-                        rows_kept: 0,
-                    });
-                    partitions.insert(file.partition_dir());
-                    actions.push(Action::Remove(file.remove_action()));
-                }
-                FileAction::Filter => {
-                    let bytes = files::read_object(table, &file.path).await?;
-                    m.files_read += 1;
-                    m.bytes_read += bytes.len() as u64;
-                    if filter.rules_out(file, &bytes)? {
-                        continue;
-                    }
-                    let cols = filter.columns();
-                    let batches = files::decode(&file.path, bytes.clone(), Some(&cols), None)?;
-                    let mut masks = Vec::with_capacity(batches.len());
-                    let (mut doomed, mut total) = (0u64, 0u64);
-                    for b in &batches {
-                        let mask = filter.doomed(file, b)?;
-                        if mask.len() != b.num_rows() {
-                            return Err(Error::Internal("row filter returned a wrong-sized mask".into()));
-                        }
-                        doomed += mask.true_count() as u64;
-                        total += b.num_rows() as u64;
-                        masks.push(mask);
-                    }
-                    if doomed == 0 {
-                        continue;
-                    }
-                    partitions.insert(file.partition_dir());
-                    let sha = hex::encode(Sha256::digest(&bytes));
-                    m.rows_removed += doomed;
-                    let kept = total - doomed;
-                    m.retired.push(RetiredFile {
-                        path: file.path.clone(),
-                        bytes: file.size,
-                        sha256: Some(sha),
-                        rows_removed: doomed,
-                        rows_kept: kept,
-                    });
-                    actions.push(Action::Remove(file.remove_action()));
-                    if kept == 0 || dry_run {
-                        m.rows_rewritten += kept;
-                        continue;
-                    }
-                    let keep: Vec<BooleanArray> = masks
-                        .iter()
-                        .map(arrow::compute::not)
-                        .collect::<std::result::Result<_, _>>()?;
-                    let selection = RowSelection::from_filters(&keep);
-                    let kept_batches = files::decode(&file.path, bytes, None, Some(selection))?;
-                    let mut writer = RecordBatchWriter::for_table(table)
-                        .map_err(|e| Error::delta(name, "open writer", e))?
-                        .with_writer_properties(opts.writer_properties()?)
-                        .with_target_file_size(opts.target_file_size);
-                    for b in kept_batches {
-                        m.rows_rewritten += b.num_rows() as u64;
-                        let b = files::with_date(&b, file.date)?;
-                        writer
-                            .write(b)
-                            .await
-                            .map_err(|e| Error::delta(name, "write rewritten file", e))?;
-                    }
-                    let adds = writer
-                        .flush()
-                        .await
-                        .map_err(|e| Error::delta(name, "flush rewritten file", e))?;
-                    for mut add in adds {
-                        if crate::cluster::is_tagged(file) {
-                            crate::cluster::tag(&mut add);
-                        }
-                        m.bytes_written += u64::try_from(add.size).unwrap_or(0);
-                        m.written.push(add.path.clone());
-                        actions.push(Action::Add(add));
-                    }
-                }
+            Err(e) => {
+                failure.get_or_insert(e);
             }
         }
-        Ok(())
     }
-    .await;
     m.partitions = partitions.into_iter().collect();
-    if let Err(e) = result {
+    if let Some(e) = failure {
         discard(table, &m.written).await;
         return Err(e);
     }
     if actions.is_empty() || dry_run {
         return Ok(m);
+    }
+    if let Err(e) = gate.await {
+        discard(table, &m.written).await;
+        return Err(e);
     }
     if !m.written.is_empty() {
         crate::pause_point("written");
@@ -246,6 +267,101 @@ pub async fn apply(
             Err(Error::delta(name, "commit", e))
         }
     }
+}
+
+/// What filtering one file gave.
+#[derive(Default)]
+struct Filtered {
+    bytes_read: u64,
+    retired: Option<RetiredFile>,
+    partition: Option<String>,
+    remove: Option<deltalake::kernel::Remove>,
+    adds: Vec<deltalake::kernel::Add>,
+    rows_rewritten: u64,
+    bytes_written: u64,
+}
+
+/// Reads one file, asks the filter, and (unless no row goes) retires it and
+/// writes its kept rows into a new file.
+async fn filter_file(
+    name: String,
+    table: DeltaTable,
+    file: DataFile,
+    filter: Arc<dyn RowFilter>,
+    opts: WriteOptions,
+    dry_run: bool,
+) -> Result<Filtered> {
+    let bytes = files::read_object(&table, &file.path).await?;
+    let mut out = Filtered {
+        bytes_read: bytes.len() as u64,
+        ..Filtered::default()
+    };
+    if filter.rules_out(&file, &bytes)? {
+        return Ok(out);
+    }
+    let cols = filter.columns();
+    let batches = files::decode(&file.path, bytes.clone(), Some(&cols), None)?;
+    filter.begin_file(&file);
+    let mut masks = Vec::with_capacity(batches.len());
+    let (mut doomed, mut total) = (0u64, 0u64);
+    for b in &batches {
+        let mask = filter.doomed(&file, b)?;
+        if mask.len() != b.num_rows() {
+            return Err(Error::Internal(
+                "row filter returned a wrong-sized mask".into(),
+            ));
+        }
+        doomed += mask.true_count() as u64;
+        total += b.num_rows() as u64;
+        masks.push(mask);
+    }
+    if doomed == 0 {
+        return Ok(out);
+    }
+    out.partition = Some(file.partition_dir());
+    let kept = total - doomed;
+    out.retired = Some(RetiredFile {
+        path: file.path.clone(),
+        bytes: file.size,
+        sha256: Some(hex::encode(Sha256::digest(&bytes))),
+        rows_removed: doomed,
+        rows_kept: kept,
+    });
+    out.remove = Some(file.remove_action());
+    if kept == 0 || dry_run {
+        out.rows_rewritten += kept;
+        return Ok(out);
+    }
+    let keep: Vec<BooleanArray> = masks
+        .iter()
+        .map(arrow::compute::not)
+        .collect::<std::result::Result<_, _>>()?;
+    let selection = RowSelection::from_filters(&keep);
+    let kept_batches = files::decode(&file.path, bytes, None, Some(selection))?;
+    let mut writer = RecordBatchWriter::for_table(&table)
+        .map_err(|e| Error::delta(&name, "open writer", e))?
+        .with_writer_properties(opts.writer_properties()?)
+        .with_target_file_size(opts.target_file_size);
+    for b in kept_batches {
+        out.rows_rewritten += b.num_rows() as u64;
+        let b = files::with_date(&b, file.date)?;
+        writer
+            .write(b)
+            .await
+            .map_err(|e| Error::delta(&name, "write rewritten file", e))?;
+    }
+    let adds = writer
+        .flush()
+        .await
+        .map_err(|e| Error::delta(&name, "flush rewritten file", e))?;
+    for mut add in adds {
+        if crate::cluster::is_tagged(&file) {
+            crate::cluster::tag(&mut add);
+        }
+        out.bytes_written += u64::try_from(add.size).unwrap_or(0);
+        out.adds.push(add);
+    }
+    Ok(out)
 }
 
 /// Deletes files this operation wrote but did not commit.

@@ -41,13 +41,21 @@ pub type Place = String;
 #[serde(rename_all = "lowercase")]
 pub enum Depth {
     /// Every byte-array column: the id is nowhere, in any column.
-    #[default]
     Deep,
     /// Only the columns a user id is stored in ([`FAST_COLUMNS`]), with
     /// `user_id` chunks whose min/max exclude the id skipped: the rows
     /// erasure removes are gone. The raw bytes of every object (statistics,
     /// footers, uncompressed pages) and the whole log are still searched.
     Fast,
+    /// [`Fast`](Self::Fast) for the files the lake's tables reference in
+    /// the tables that hold users' rows (where an erasure removes rows by
+    /// `user_id`), [`Deep`](Self::Deep) for everything else: unreferenced
+    /// files (a restored backup, an orphan), other tables (the evidence, the
+    /// tombstones, `apps`), anything not Parquet. The default: everything
+    /// an erasure is responsible for, at the cost of a point lookup (see
+    /// the crate README).
+    #[default]
+    Standard,
 }
 
 /// The columns a [`Depth::Fast`] search decompresses.
@@ -59,7 +67,8 @@ impl std::str::FromStr for Depth {
         match s {
             "deep" => Ok(Self::Deep),
             "fast" => Ok(Self::Fast),
-            other => Err(format!("{other:?}: expected deep or fast")),
+            "standard" => Ok(Self::Standard),
+            other => Err(format!("{other:?}: expected standard, deep or fast")),
         }
     }
 }
@@ -274,47 +283,56 @@ impl<'a> HashedNeedles<'a> {
         Some(Self { hashes, erased })
     }
 
-    /// Whether `token` is the id of a user erased from every app.
-    pub fn is_erased(&mut self, token: &[u8]) -> bool {
+    /// The keyed hash of `token` if it is the id of a user erased from
+    /// every app.
+    pub fn erased_hash(&mut self, token: &[u8]) -> Option<UserHash> {
         self.hashes
             .hash(token)
-            .is_some_and(|h| self.erased.covers_hash(None, &h))
+            .filter(|h| self.erased.covers_hash(None, h))
+    }
+
+    /// Whether `token` is the id of a user erased from every app.
+    pub fn is_erased(&mut self, token: &[u8]) -> bool {
+        self.erased_hash(token).is_some()
     }
 
     /// The first token of `text` naming an erased user, as a place (the
-    /// token itself is not reported: it is an erased id).
-    pub fn find_in_text(&mut self, text: &[u8]) -> Option<Place> {
+    /// token itself is not reported: it is an erased id) and its hash.
+    pub fn find_in_text(&mut self, text: &[u8]) -> Option<(Place, UserHash)> {
         for t in tokens(text) {
-            if self.is_erased(t) {
+            if let Some(h) = self.erased_hash(t) {
                 let offset = t.as_ptr() as usize - text.as_ptr() as usize;
-                return Some(format!("an erased user's id at byte {offset}"));
+                return Some((format!("an erased user's id at byte {offset}"), h));
             }
         }
         None
     }
 
     /// The first string value (any column) of a Parquet object holding a
-    /// token that names an erased user.
+    /// token that names an erased user, and its hash.
     pub fn find_in_parquet_strings(
         &mut self,
         path: &str,
         object: &ObjectBytes,
-    ) -> Result<Option<Place>> {
+    ) -> Result<Option<(Place, UserHash)>> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(object.clone())
             .and_then(|b| b.build())
             .map_err(|e| Error::parquet(path, e))?;
         for batch in reader {
             let batch = batch.map_err(|e| Error::parquet(path, e))?;
             for (i, col) in batch.columns().iter().enumerate() {
-                let mut hit = false;
+                let mut hit = None;
                 visit_strings(col.as_ref(), &mut |v| {
-                    hit = tokens(v).into_iter().any(|t| self.is_erased(t));
-                    hit
+                    hit = tokens(v).into_iter().find_map(|t| self.erased_hash(t));
+                    hit.is_some()
                 });
-                if hit {
-                    return Ok(Some(format!(
-                        "column {}: an erased user's id",
-                        batch.schema().field(i).name()
+                if let Some(h) = hit {
+                    return Ok(Some((
+                        format!(
+                            "column {}: an erased user's id",
+                            batch.schema().field(i).name()
+                        ),
+                        h,
                     )));
                 }
             }
@@ -392,26 +410,67 @@ pub fn erased_rows_in_data(
     erased: &ErasedUsers,
     hashes: &HashCache,
 ) -> Result<u64> {
+    Ok(erased_rows_outside_holds(path, table, object, erased, hashes, &[])?.unheld)
+}
+
+/// Rows of erased users in a data file, split by whether a legal hold
+/// covers them.
+#[derive(Debug, Default)]
+pub struct ErasedRows {
+    /// Rows no hold covers: a failure.
+    pub unheld: u64,
+    /// Rows a hold covers (the erasure is pending for them).
+    pub held: u64,
+    /// Keyed hashes of the users whose rows are held (`user_id` tables).
+    pub held_users: std::collections::HashSet<UserHash>,
+}
+
+/// [`erased_rows_in_data`], with rows under `holds` counted apart.
+pub fn erased_rows_outside_holds(
+    path: &str,
+    table: &str,
+    object: &ObjectBytes,
+    erased: &ErasedUsers,
+    hashes: &HashCache,
+    holds: &[crate::policy::Hold],
+) -> Result<ErasedRows> {
+    let mut out = ErasedRows::default();
     if !may_hold_erased(path, table, object, erased, hashes)? {
-        return Ok(0);
+        return Ok(out);
     }
-    // `app_id` only matters for erasures from one app.
-    let cols: &[&str] = if erased.erased_by_app().next().is_some() {
+    let cols: &[&str] = if !holds.is_empty() {
+        &crate::filters::FILTER_COLUMNS
+    } else if erased.erased_by_app().next().is_some() {
+        // `app_id` only matters for erasures from one app.
         &["user_id", "app_id", "raw"]
     } else {
         &["user_id", "raw"]
     };
     let batches = crate::files::decode(path, object.clone(), Some(cols), None)?;
-    let mut n = 0;
     for b in batches {
-        if let Some(mask) = erased
+        let Some(mask) = erased
             .doomed_rows(table, &b)
             .map_err(|e| Error::parquet(path, e))?
-        {
-            n += mask.true_count() as u64;
+        else {
+            continue;
+        };
+        if holds.is_empty() {
+            out.unheld += mask.true_count() as u64;
+            continue;
+        }
+        let c = crate::filters::Cols::of(table, &b)?;
+        for i in (0..b.num_rows()).filter(|i| mask.value(*i)) {
+            if c.held_by(i, holds).is_some() {
+                out.held += 1;
+                if let Some(h) = c.user(i).and_then(|u| hashes.hash(u.as_bytes())) {
+                    out.held_users.insert(h);
+                }
+            } else {
+                out.unheld += 1;
+            }
         }
     }
-    Ok(n)
+    Ok(out)
 }
 
 /// Whether a data file may hold rows of erased users: false only when its

@@ -145,7 +145,7 @@ impl Sweep {
     pub async fn execute(self) -> Result<SweepReport> {
         let started = Instant::now();
         let lake = &self.lake;
-        let erased: ErasedUsers = erasure::load_erased(lake).await?;
+        let erased: Arc<ErasedUsers> = Arc::new(erasure::load_erased(lake).await?);
         let mut report = SweepReport {
             dry_run: self.dry_run,
             erasures: erased.len(),
@@ -162,7 +162,7 @@ impl Sweep {
             dry_run: self.dry_run,
         };
 
-        let hashes = erased.key().cloned().map(HashCache::new);
+        let hashes = erased.key().cloned().map(|k| Arc::new(HashCache::new(k)));
         let clustering = self.policy.clustering.clone();
         let clusters = |t: &str| {
             clustering
@@ -181,13 +181,14 @@ impl Sweep {
         for table in tables {
             let cutoff = self.policy.cutoff_date(table, self.now);
             let holds: Vec<_> = self.policy.holds.clone();
-            let filter = SweepFilter {
+            let filter = Arc::new(SweepFilter {
                 table: table.to_string(),
                 cutoff,
                 holds: holds.clone(),
-                erased: (!erased.is_empty() && USER_TABLES.contains(&table)).then_some(&erased),
-                hashes: hashes.as_ref(),
-            };
+                erased: (!erased.is_empty() && USER_TABLES.contains(&table))
+                    .then(|| erased.clone()),
+                hashes: hashes.clone(),
+            });
             let rewrite = retry(table, || async {
                 let Some(t) = lake.table(table).await? else {
                     return Ok(RewriteMetrics::default());
@@ -205,7 +206,7 @@ impl Sweep {
                     table,
                     &t,
                     &plan,
-                    &filter,
+                    filter.clone(),
                     &self.opts,
                     meta.clone(),
                     self.dry_run,

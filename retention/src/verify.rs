@@ -38,7 +38,7 @@ use crate::policy::Policy;
 use crate::scan::{self, Depth, HashCache, HashedNeedles};
 use crate::{Error, NoProgress, Progress, Result};
 use auditlake_schemas::Lake;
-use auditlake_schemas::erasure::{self, ErasedUsers, ErasureKey};
+use auditlake_schemas::erasure::{self, ErasedUsers, ErasureKey, UserHash};
 
 /// Objects fetched and scanned at once (mostly ranged reads: more than the
 /// cores).
@@ -55,6 +55,8 @@ pub struct Verify {
     depth: Depth,
     parallelism: usize,
     progress: Arc<dyn Progress>,
+    holds: Vec<crate::policy::Hold>,
+    log_barrier: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The result: every check, and how much was read.
@@ -71,6 +73,9 @@ pub struct VerifyReport {
     pub bytes_read: u64,
     /// Unreferenced data files seen (not a failure by itself).
     pub unreferenced: Vec<String>,
+    /// What legal holds keep of erased users (not a failure: the erasure is
+    /// pending for those rows), one line per object.
+    pub held: Vec<String>,
     /// Seconds taken.
     pub seconds: f64,
     /// Sequence number of the evidence record written, if any.
@@ -102,10 +107,28 @@ impl Verify {
             policy: None,
             now,
             record: true,
-            depth: Depth::Deep,
+            depth: Depth::default(),
             parallelism: DEFAULT_PARALLELISM,
             progress: Arc::new(NoProgress),
+            holds: Vec::new(),
+            log_barrier: None,
         }
+    }
+
+    /// Legal holds whose rows of erased users are not failures (the erasure
+    /// is pending for them), without checking keep times (see
+    /// [`with_policy`](Self::with_policy), which sets the holds too).
+    pub fn with_holds(mut self, holds: Vec<crate::policy::Hold>) -> Self {
+        self.holds = holds;
+        self
+    }
+
+    /// Scan the `_delta_log/` of every table only once `barrier` turns
+    /// true (or its sender is gone), listing it again then; everything else
+    /// is scanned meanwhile. An erasure passes the end of its log cleanup.
+    pub fn with_log_barrier(mut self, barrier: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.log_barrier = Some(barrier);
+        self
     }
 
     /// Check that this user's id is nowhere (plaintext search).
@@ -232,43 +255,96 @@ impl Verify {
                 .policy
                 .as_ref()
                 .map(|p| p.holds.clone())
-                .unwrap_or_default(),
+                .unwrap_or_else(|| self.holds.clone()),
             table_names: tables.keys().cloned().collect(),
+            user: self.user.clone(),
         });
 
+        let is_log = |m: &deltalake::ObjectMeta| {
+            m.location
+                .as_ref()
+                .split_once("/_delta_log/")
+                .is_some_and(|(t, _)| !t.contains('/'))
+        };
+        let (mut listing, later) = match self.log_barrier.clone() {
+            Some(barrier) => {
+                let (logs, rest): (Vec<_>, Vec<_>) = listing.into_iter().partition(is_log);
+                let logs: Vec<String> = logs
+                    .iter()
+                    .filter_map(|m| m.location.as_ref().split_once("/_delta_log/"))
+                    .map(|(t, _)| t.to_string())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                (rest, Some((barrier, logs)))
+            }
+            None => (listing, None),
+        };
         let total_bytes: u64 = listing.iter().map(|m| m.size).sum();
         self.progress.start("verify", total_bytes);
         let scan_started = std::time::Instant::now();
-        let scan = futures::stream::iter(listing.iter().cloned())
-            .map(|meta| {
-                let store = store.clone();
-                let ctx = ctx.clone();
-                let file = referenced.get(meta.location.as_ref()).cloned();
-                let progress = self.progress.clone();
-                async move {
-                    let path = meta.location.to_string();
-                    // A vanished object (a concurrent purge) reads as empty.
-                    let object = match ctx.columns_needed(&path) {
-                        Some(cols) => {
-                            object::fetch_columns(store.as_ref(), &meta.location, meta.size, &cols)
+        let scan = |metas: Vec<deltalake::ObjectMeta>| {
+            let store = store.clone();
+            let ctx = ctx.clone();
+            let referenced = &referenced;
+            let progress = self.progress.clone();
+            futures::stream::iter(metas)
+                .map(move |meta| {
+                    let store = store.clone();
+                    let ctx = ctx.clone();
+                    let file = referenced.get(meta.location.as_ref()).cloned();
+                    let progress = progress.clone();
+                    async move {
+                        let path = meta.location.to_string();
+                        // A vanished object (a concurrent purge) reads as empty.
+                        let object = match ctx.columns_needed(&path, file.is_some()) {
+                            Some(cols) => {
+                                object::fetch_columns(
+                                    store.as_ref(),
+                                    &meta.location,
+                                    meta.size,
+                                    &cols,
+                                )
                                 .await?
-                        }
-                        None => object::fetch_whole(store.as_ref(), &meta.location).await?,
-                    };
-                    let fetched = object.fetched();
-                    let mut r = tokio::task::spawn_blocking(move || ctx.check(&path, object, file))
-                        .await
-                        .map_err(|e| Error::Internal(format!("verify task: {e}")))??;
-                    r.fetched = fetched;
-                    progress.advance(meta.size);
-                    Ok::<_, Error>(r)
-                }
-            })
-            .buffer_unordered(self.parallelism)
-            .try_collect::<Vec<ObjectResult>>();
+                            }
+                            None => object::fetch_whole(store.as_ref(), &meta.location).await?,
+                        };
+                        let fetched = object.fetched();
+                        let mut r =
+                            tokio::task::spawn_blocking(move || ctx.check(&path, object, file))
+                                .await
+                                .map_err(|e| Error::Internal(format!("verify task: {e}")))??;
+                        r.fetched = fetched;
+                        progress.advance(meta.size);
+                        Ok::<_, Error>(r)
+                    }
+                })
+                .buffer_unordered(self.parallelism)
+                .try_collect::<Vec<ObjectResult>>()
+        };
+        let first = scan(listing.clone());
+        // The log, once the barrier is passed: listed again.
+        let logs = async {
+            let Some((mut barrier, tables)) = later else {
+                return Ok::<_, Error>((Vec::new(), Vec::new()));
+            };
+            let _ = barrier.wait_for(|v| *v).await;
+            let mut metas = Vec::new();
+            for t in tables {
+                let prefix = object_store::path::Path::from(format!("{t}/_delta_log/"));
+                let got: Vec<deltalake::ObjectMeta> =
+                    store.list(Some(&prefix)).try_collect().await?;
+                metas.extend(got);
+            }
+            let results = scan(metas.clone()).await?;
+            Ok((metas, results))
+        };
         // The evidence chain is read meanwhile.
-        let (results, (records, txn)) =
-            futures::future::try_join(scan, evidence::read(lake)).await?;
+        let (mut results, (log_metas, log_results), (records, txn)) =
+            futures::future::try_join3(first, logs, evidence::read(lake)).await?;
+        results.extend(log_results);
+        listing.extend(log_metas);
+        let total_bytes: u64 = listing.iter().map(|m| m.size).sum();
         self.progress.finish();
 
         let mut report = VerifyReport {
@@ -278,6 +354,14 @@ impl Verify {
             ..VerifyReport::default()
         };
         let mut failures: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        // Rows kept under holds make the ids in statistics (the log, the
+        // checkpoints) legitimate: for the plaintext user while any of its
+        // rows is held, for an erased user (by hash) while any of its are.
+        let user_held = results.iter().any(|r| r.held_rows > 0);
+        let held_users: HashSet<UserHash> = results
+            .iter()
+            .flat_map(|r| r.held_users.iter().copied())
+            .collect();
         for r in &results {
             for (check, why) in &r.failures {
                 failures
@@ -285,10 +369,34 @@ impl Verify {
                     .or_default()
                     .push(format!("{}: {why}", r.path));
             }
+            for (check, why, hash) in &r.unless_held {
+                let held = match hash {
+                    None => user_held,
+                    Some(h) => held_users.contains(h),
+                };
+                if held {
+                    report.held.push(format!(
+                        "{}: {why} (statistics of rows under a legal hold)",
+                        r.path
+                    ));
+                } else {
+                    failures
+                        .entry(check)
+                        .or_default()
+                        .push(format!("{}: {why}", r.path));
+                }
+            }
+            if r.held_rows > 0 {
+                report.held.push(format!(
+                    "{}: {} row(s) of erased users kept under a legal hold",
+                    r.path, r.held_rows
+                ));
+            }
             if r.unreferenced {
                 report.unreferenced.push(r.path.clone());
             }
         }
+        report.held.sort();
         let mut check = |name: &'static str, detail: String| {
             let mut f = failures.remove(name).unwrap_or_default();
             f.sort();
@@ -309,6 +417,9 @@ impl Verify {
                     }
                     Depth::Fast => format!(
                         "plaintext id in raw bytes, the log, and decompressed user_id/raw pages of {scope}"
+                    ),
+                    Depth::Standard => format!(
+                        "plaintext id in raw bytes and the log; decompressed user_id/raw pages of referenced user-table files, every page of any other object; {scope}"
                     ),
                 },
             );
@@ -402,24 +513,44 @@ struct Ctx {
     cutoffs: HashMap<String, i32>,
     holds: Vec<crate::policy::Hold>,
     table_names: HashSet<String>,
+    user: Option<String>,
 }
 
+#[derive(Default)]
 struct ObjectResult {
     path: String,
     fetched: u64,
     failures: Vec<(&'static str, String)>,
+    /// Failures unless rows of the user (`None`: the plaintext `--user`;
+    /// else this erased user) are kept under a hold somewhere.
+    unless_held: Vec<(&'static str, String, Option<UserHash>)>,
+    /// Rows of erased users (or of `--user`) kept under holds here.
+    held_rows: u64,
+    /// Erased users (by hash) with rows kept under holds here.
+    held_users: HashSet<UserHash>,
     unreferenced: bool,
 }
 
 impl Ctx {
+    /// How deep the plaintext search goes into a data file of `table`:
+    /// [`Depth::Standard`] searches the user columns of the referenced files
+    /// of user tables, and every column of anything else.
+    fn depth_of(&self, table: &str, referenced: bool) -> Depth {
+        match self.depth {
+            Depth::Standard if referenced && is_user_table(table) => Depth::Fast,
+            Depth::Standard => Depth::Deep,
+            d => d,
+        }
+    }
+
     /// The columns a data file must be read for, when not all of it is
     /// needed (no deep plaintext search); `None`: read the whole object.
-    fn columns_needed(&self, path: &str) -> Option<Vec<&'static str>> {
+    fn columns_needed(&self, path: &str, referenced: bool) -> Option<Vec<&'static str>> {
         let (table, rest) = path.split_once('/')?;
         if !self.table_names.contains(table)
             || rest.starts_with("_delta_log/")
             || !path.ends_with(".parquet")
-            || (self.finder.is_some() && self.depth == Depth::Deep)
+            || (self.finder.is_some() && self.depth_of(table, referenced) == Depth::Deep)
         {
             return None;
         }
@@ -431,8 +562,9 @@ impl Ctx {
         if self.user_app.is_some() || by_app {
             cols.push("app_id");
         }
-        if self.cutoffs.contains_key(table) && !self.holds.is_empty() {
+        if !self.holds.is_empty() {
             cols.extend(crate::filters::TIME_COLUMNS);
+            cols.push("app_id");
         }
         Some(cols)
     }
@@ -445,9 +577,7 @@ impl Ctx {
     ) -> Result<ObjectResult> {
         let mut out = ObjectResult {
             path: path.to_string(),
-            fetched: 0,
-            failures: Vec::new(),
-            unreferenced: false,
+            ..ObjectResult::default()
         };
         let (table, in_log) = match path.split_once('/') {
             Some((t, rest)) if self.table_names.contains(t) => {
@@ -464,15 +594,45 @@ impl Ctx {
                 path,
                 &bytes,
                 f,
-                if in_log { Depth::Deep } else { self.depth },
+                match table {
+                    Some(t) if data_file => self.depth_of(t, file.is_some()),
+                    _ => Depth::Deep,
+                },
             )?
         {
-            out.failures
-                .push(("erased_user_bytes", format!("the user's id in {place}")));
+            let why = format!("the user's id in {place}");
+            match (&self.user, table) {
+                (Some(user), Some(t)) if !self.holds.is_empty() && data_file && file.is_some() => {
+                    // Legitimate only if every row of the user here is held.
+                    let (mut mine, mut held) = (0, 0);
+                    for b in files::decode(path, bytes.clone(), Some(&FILTER_COLUMNS), None)? {
+                        let c = Cols::of(t, &b)?;
+                        for i in (0..b.num_rows()).filter(|i| c.is_users(*i, user, None)) {
+                            mine += 1;
+                            held += u64::from(c.held_by(i, &self.holds).is_some());
+                        }
+                    }
+                    if held > 0 && held == mine {
+                        out.held_rows += held;
+                    } else if mine > held {
+                        out.failures.push((
+                            "erased_user_bytes",
+                            format!("{} row(s) of the user no hold covers", mine - held),
+                        ));
+                    } else {
+                        out.failures.push(("erased_user_bytes", why));
+                    }
+                }
+                _ if !self.holds.is_empty() && in_log => {
+                    out.unless_held.push(("erased_user_bytes", why, None));
+                }
+                _ => out.failures.push(("erased_user_bytes", why)),
+            }
         }
         if let (Some((user, app)), Some(t), true) = (&self.user_app, table, data_file) {
-            let n = count_rows(path, t, &bytes, &["user_id", "app_id", "raw"], |c, i| {
-                c.is_users(i, user, Some(app))
+            let holds = &self.holds;
+            let n = count_rows(path, t, &bytes, &FILTER_COLUMNS, |c, i| {
+                c.is_users(i, user, Some(app)) && c.held_by(i, holds).is_none()
             })?;
             if n > 0 {
                 out.failures.push((
@@ -485,11 +645,16 @@ impl Ctx {
             let own = table.is_some_and(|t| t == evidence::EVIDENCE || t == erasure::ERASURES);
             if data_file && !own {
                 let t = table.unwrap_or_default();
-                let n = scan::erased_rows_in_data(path, t, &bytes, erased, hashes)?;
-                if n > 0 {
-                    out.failures
-                        .push(("erased_users_hashed", format!("{n} row(s) of erased users")));
+                let holds: &[crate::policy::Hold] = if file.is_some() { &self.holds } else { &[] };
+                let rows = scan::erased_rows_outside_holds(path, t, &bytes, erased, hashes, holds)?;
+                if rows.unheld > 0 {
+                    out.failures.push((
+                        "erased_users_hashed",
+                        format!("{} row(s) of erased users", rows.unheld),
+                    ));
                 }
+                out.held_rows += rows.held;
+                out.held_users.extend(rows.held_users);
             } else if !data_file && let Some(mut needles) = HashedNeedles::new(erased, hashes) {
                 let place = if parquet {
                     needles.find_in_parquet_strings(path, &bytes)?
@@ -499,8 +664,13 @@ impl Ctx {
                         .iter()
                         .find_map(|(_, b)| needles.find_in_text(b))
                 };
-                if let Some(place) = place {
-                    out.failures.push(("erased_users_hashed", place));
+                if let Some((place, hash)) = place {
+                    if self.holds.is_empty() {
+                        out.failures.push(("erased_users_hashed", place));
+                    } else {
+                        out.unless_held
+                            .push(("erased_users_hashed", place, Some(hash)));
+                    }
                 }
             }
         }

@@ -93,9 +93,11 @@ struct EraseArgs {
     /// A policy whose legal holds the erasure must honour.
     #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
     policy: Option<PathBuf>,
-    /// How the verification after the erasure searches data files: deep
-    /// (every column's decompressed pages) or fast (user_id and raw only).
-    #[arg(long, default_value = "deep")]
+    /// How the verification after the erasure searches data files:
+    /// standard (user_id and raw pages of referenced user-table files, every
+    /// page of anything else), deep (every column's pages everywhere) or
+    /// fast (user_id and raw pages only).
+    #[arg(long, default_value = "standard")]
     scan: Depth,
     /// See `sweep --orphan-grace`.
     #[arg(long, default_value = "1h", value_parser = parse_grace, env = "AUDITLAKE_ORPHAN_GRACE")]
@@ -117,10 +119,13 @@ struct VerifyArgs {
     /// Check keep times and legal holds of this policy too.
     #[arg(long, env = "AUDITLAKE_RETENTION_POLICY")]
     policy: Option<PathBuf>,
-    /// With --user: deep searches every column's decompressed pages; fast
-    /// only the user_id and raw columns (plus every object's raw bytes and
-    /// the whole log).
-    #[arg(long, default_value = "deep")]
+    /// With --user: standard decompresses the user_id and raw pages of the
+    /// files the user tables reference and every page of anything else
+    /// (unreferenced files, other tables); deep every column's pages of
+    /// every object (also finds the id written inside other users' rows);
+    /// fast only user_id and raw pages. All read every object's raw bytes,
+    /// statistics and the whole log.
+    #[arg(long, default_value = "standard")]
     scan: Depth,
     /// Do not append an evidence record.
     #[arg(long)]
@@ -291,6 +296,15 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
         for (table, rows) in &outcome.rows_removed {
             outln!("  {table}: {rows} rows");
         }
+        for h in &outcome.held {
+            outln!(
+                "  pending: {} rows of {} kept under the legal hold at policy line {} ({:?}); the first sweep after the hold is lifted erases them",
+                h.rows,
+                h.table,
+                h.hold_line,
+                h.hold_reason
+            );
+        }
         outln!(
             "  rewrite {:.2} s, purge {:.2} s, verify {:.2} s",
             metrics.seconds_rewrite,
@@ -353,6 +367,9 @@ fn print_verify(v: &VerifyReport) {
         for f in &c.failures {
             outln!("    {f}");
         }
+    }
+    for h in &v.held {
+        outln!("  held: {h}");
     }
     if !v.unreferenced.is_empty() {
         outln!(

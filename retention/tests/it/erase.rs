@@ -145,26 +145,80 @@ async fn erase_from_one_app_keeps_the_users_other_apps() {
 }
 
 #[tokio::test]
-async fn a_legal_hold_on_the_user_refuses_the_erasure() {
+async fn a_legal_hold_keeps_its_rows_and_the_erasure_stays_pending() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
     fixture::build(&lake, dir.path()).await;
-    let listing = fixture::listing(&lake).await;
+    let before = fixture::rows_by_user(&lake).await;
     let policy = auditlake_retention::Policy::parse(
         &format!("[[holds]]\nreason = \"litigation\"\nuser = \"{VICTIM}\"\napp = \"app-2\"\n"),
         "p.toml",
     )
     .unwrap();
-    let err = Erase::new(lake.clone(), VICTIM, now("2026-11-20T00:00:00Z"))
-        .with_policy(Some(policy))
+    let t = now("2026-11-20T00:00:00Z");
+    let (outcome, _) = Erase::new(lake.clone(), VICTIM, t)
+        .with_policy(Some(policy.clone()))
         .execute()
         .await
-        .unwrap_err();
+        .unwrap();
     assert!(
-        err.to_string().contains("legal hold (policy line 1"),
-        "{err}"
+        outcome.passed(),
+        "{:?}",
+        outcome.verify.as_ref().map(|v| v.failures())
     );
-    assert_eq!(fixture::listing(&lake).await, listing, "nothing changed");
+    assert!(outcome.pending());
+    let held: u64 = outcome.held.iter().map(|h| h.rows).sum();
+    assert!(held > 0);
+    assert!(
+        outcome
+            .held
+            .iter()
+            .all(|h| h.hold_line == 1 && h.hold_reason == "litigation")
+    );
+    // Only the held rows of the user are left; the others' rows are intact.
+    let after = fixture::rows_by_user(&lake).await;
+    let left: u64 = after
+        .iter()
+        .filter(|((_, u), _)| u == VICTIM)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(left, held);
+    for (k, n) in before.iter().filter(|((_, u), _)| u != VICTIM) {
+        assert_eq!(after.get(k), Some(n), "{k:?}");
+    }
+    // Verify with the holds passes and lists what they keep; without, it fails.
+    let v = Verify::new(lake.clone(), t)
+        .with_user(VICTIM)
+        .with_policy(policy.clone())
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(v.passed(), "{:?}", v.failures());
+    assert!(!v.held.is_empty());
+    let v = Verify::new(lake.clone(), t)
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(!v.passed());
+    // The hold is lifted: a sweep finishes the erasure.
+    let lifted = auditlake_retention::Policy::parse("", "p.toml").unwrap();
+    let sweep = auditlake_retention::Sweep::new(lake.clone(), lifted, t)
+        .execute()
+        .await
+        .unwrap();
+    assert!(sweep.passed(), "{:?}", sweep.verify.map(|v| v.failures()));
+    assert_eq!(sweep.rows_removed(), held);
+    let v = Verify::new(lake.clone(), t)
+        .with_user(VICTIM)
+        .with_depth(auditlake_retention::scan::Depth::Deep)
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(v.passed(), "{:?}", v.failures());
+    assert!(fixture::objects_containing(&lake, VICTIM).await.is_empty());
 }
 
 #[tokio::test]

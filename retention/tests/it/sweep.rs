@@ -159,7 +159,9 @@ async fn clustering_by_user_makes_an_erasure_rewrite_few_files() {
     assert!(report.passed(), "{:?}", report.verify.map(|v| v.failures()));
     let c = report.tables["api_access"].cluster.clone().unwrap();
     assert_eq!(c.partitions.len(), 10);
-    assert!(c.files_added >= 30, "{c:?}");
+    // Each partition is cut into several files (how many depends on the
+    // writer's size estimate: 2 per day since event_id has no dictionary).
+    assert!(c.files_added >= 2 * c.partitions.len(), "{c:?}");
     assert_eq!(
         fixture::rows_by_user(&lake).await,
         before,
