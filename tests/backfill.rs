@@ -167,3 +167,75 @@ fn bad_flags_and_missing_lakes_fail_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/g.jsonl"));
 }
+
+/// A tiny `--memory-limit`: flushes at every chunk and a dedupe index that
+/// keeps about one date, so dates are evicted and read back from the lake;
+/// the counts stay exact and a rerun still stores nothing. A `--flush-bytes`
+/// over the limit's share is refused before any change.
+#[test]
+fn a_small_memory_limit_keeps_dedupe_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let lake = dir.path().join("lake");
+    run(&[
+        "gen",
+        "--out",
+        data.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--events",
+        "20000",
+    ]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("manifest.json")).unwrap()).unwrap();
+    let distinct = manifest["topics"]["api-access"]["distinct_events"]
+        .as_u64()
+        .unwrap();
+    let input = format!("api-access={}", data.join("api-access.jsonl").display());
+    let args = [
+        "ingest",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--memory-limit",
+        "256KiB",
+        "--json",
+        "--input",
+        &input,
+    ];
+    for round in 0..2 {
+        let report: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        let stored = report["inputs"][0]["stored"].as_u64().unwrap();
+        assert_eq!(stored, if round == 0 { distinct } else { 0 }, "{report}");
+        assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(n(&lake, "SELECT count(*) AS n FROM api_access"), distinct);
+        assert_eq!(
+            n(
+                &lake,
+                "SELECT count(DISTINCT event_id) AS n FROM api_access"
+            ),
+            distinct
+        );
+    }
+
+    let out = Command::new(BIN)
+        .args([
+            "ingest",
+            "--lake",
+            dir.path().join("other").to_str().unwrap(),
+            "--memory-limit",
+            "64MiB",
+            "--flush-bytes",
+            "32MiB",
+            "--input",
+            &input,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--flush-bytes 32MiB is more than --memory-limit 64MiB allows (8MiB"),
+        "{err}"
+    );
+    assert!(!dir.path().join("other").exists());
+}

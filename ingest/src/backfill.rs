@@ -48,6 +48,8 @@ pub struct BackfillReport {
     pub inputs: Vec<InputReport>,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Peak resident set size of the process so far (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// What one input file gave.
@@ -99,6 +101,7 @@ pub struct Backfill {
     opts: WriteOptions,
     flush_rows: usize,
     flush_bytes: usize,
+    index_bytes: usize,
     progress: Option<Arc<dyn Progress>>,
 }
 
@@ -120,6 +123,7 @@ impl Backfill {
             opts: WriteOptions::default(),
             flush_rows: DEFAULT_FLUSH_ROWS,
             flush_bytes: DEFAULT_FLUSH_BYTES,
+            index_bytes: crate::sink::DEFAULT_INDEX_BYTES,
             progress: None,
         }
     }
@@ -145,6 +149,13 @@ impl Backfill {
     /// Arrow bytes buffered before a commit (bounds memory).
     pub fn with_flush_bytes(mut self, bytes: usize) -> Self {
         self.flush_bytes = bytes.max(1);
+        self
+    }
+
+    /// Flush buffer and dedupe index sized from one memory limit.
+    pub fn with_memory(mut self, budget: crate::MemoryBudget) -> Self {
+        self.flush_bytes = budget.flush_bytes;
+        self.index_bytes = budget.index_bytes;
         self
     }
 
@@ -185,6 +196,7 @@ impl Backfill {
                 p.start(topic, &path, size);
             }
             let mut sink = TopicSink::open(self.lake.clone(), topic, self.opts.clone()).await?;
+            sink.max_index_bytes = self.index_bytes;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
             let reader_path = canonical.clone();
             let reader =
@@ -240,6 +252,7 @@ impl Backfill {
             });
         }
         report.seconds = started.elapsed().as_secs_f64();
+        report.peak_rss_bytes = crate::memory::peak_rss();
         Ok(report)
     }
 }

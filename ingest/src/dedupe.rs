@@ -154,25 +154,39 @@ impl SeenIndex {
         }
     }
 
-    /// Keeps at most `max_dates` loaded dates (the most recently touched), never
-    /// evicting one in `pinned` (dates with rows not yet flushed).
-    pub fn retain_recent(&mut self, max_dates: usize, pinned: &HashSet<i32>) {
-        if self.by_date.len() <= max_dates {
+    /// Heap bytes held by the hashes (hashbrown: 8 bytes and a control byte
+    /// per bucket, buckets a power of two above capacity / 7 * 8).
+    pub fn bytes(&self) -> usize {
+        self.by_date
+            .values()
+            .map(|set| set_bytes(set.capacity()))
+            .sum()
+    }
+
+    /// Keeps at most `max_dates` loaded dates and at most `max_bytes` of
+    /// hashes, evicting the least recently touched first, never a date in
+    /// `pinned` (dates with rows not yet flushed). An evicted date is read
+    /// back from the lake when a row of it arrives again.
+    pub fn retain_recent(&mut self, max_dates: usize, max_bytes: usize, pinned: &HashSet<i32>) {
+        let mut bytes = self.bytes();
+        if self.by_date.len() <= max_dates && bytes <= max_bytes {
             return;
         }
         let mut order: Vec<(u64, i32)> = self
             .by_date
             .keys()
+            .filter(|d| !pinned.contains(d))
             .map(|d| (self.touched.get(d).copied().unwrap_or(0), *d))
             .collect();
         order.sort_unstable();
-        let excess = self.by_date.len() - max_dates;
-        for (_, d) in order
-            .into_iter()
-            .filter(|(_, d)| !pinned.contains(d))
-            .take(excess)
-        {
-            self.by_date.remove(&d);
+        for (_, d) in order {
+            if self.by_date.len() <= max_dates && bytes <= max_bytes {
+                break;
+            }
+            if let Some(set) = self.by_date.remove(&d) {
+                bytes -= set_bytes(set.capacity());
+                tracing::debug!(table = %self.table, date = d, keys = set.len(), "evicted from the dedupe index");
+            }
             self.touched.remove(&d);
         }
     }
@@ -183,6 +197,14 @@ impl SeenIndex {
             source,
         }
     }
+}
+
+fn set_bytes(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * 9
 }
 
 /// Calls `f(row, value)` for every non-null string of a Utf8 / LargeUtf8 / Utf8View array.
@@ -252,9 +274,29 @@ mod tests {
         }
         assert!(!idx.insert(4, 42));
         let pinned: HashSet<i32> = [0].into_iter().collect();
-        idx.retain_recent(2, &pinned);
+        idx.retain_recent(2, usize::MAX, &pinned);
         assert_eq!(idx.dates(), 2);
         assert!(!idx.insert(0, 42), "pinned date kept");
         assert!(!idx.insert(4, 42), "most recent date kept");
+    }
+
+    #[test]
+    fn eviction_bounds_the_bytes_held() {
+        let mut idx = SeenIndex::new("t", "event_id");
+        for d in 0..4 {
+            for h in 0..10_000u64 {
+                idx.insert(d, h);
+            }
+        }
+        let per_date = idx.bytes() / 4;
+        assert!(per_date >= 10_000 * 9, "{per_date}");
+        idx.retain_recent(8, 2 * per_date, &HashSet::new());
+        assert_eq!(idx.dates(), 2);
+        assert!(idx.bytes() <= 2 * per_date);
+        assert!(!idx.insert(3, 7), "the newest dates stay");
+        // A pinned date stays even over the budget.
+        let pinned: HashSet<i32> = [2, 3].into_iter().collect();
+        idx.retain_recent(8, 0, &pinned);
+        assert_eq!(idx.dates(), 2);
     }
 }

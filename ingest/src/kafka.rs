@@ -62,6 +62,8 @@ pub struct KafkaReport {
     pub rebalances: u64,
     /// Seconds run.
     pub seconds: f64,
+    /// Peak resident set size of the process so far (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// A Kafka consumer-group ingest into the lake.
@@ -74,6 +76,7 @@ pub struct KafkaIngest {
     flush_interval: Duration,
     flush_rows: usize,
     flush_bytes: usize,
+    index_bytes: usize,
     stop_when_idle: Option<Duration>,
     replay: bool,
     config: Vec<(String, String)>,
@@ -105,6 +108,8 @@ impl KafkaIngest {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             flush_rows: DEFAULT_FLUSH_ROWS,
             flush_bytes: DEFAULT_FLUSH_BYTES,
+            index_bytes: crate::MemoryBudget::kafka(crate::memory::DEFAULT_MEMORY_LIMIT)
+                .index_bytes,
             stop_when_idle: None,
             replay: false,
             config: Vec::new(),
@@ -135,6 +140,14 @@ impl KafkaIngest {
         self.flush_interval = interval;
         self.flush_rows = rows.max(1);
         self.flush_bytes = bytes.max(1);
+        self
+    }
+
+    /// Flush buffers and dedupe indexes sized from one memory limit (the
+    /// flush interval and row threshold stay as they are).
+    pub fn with_memory(mut self, budget: crate::MemoryBudget) -> Self {
+        self.flush_bytes = budget.flush_bytes;
+        self.index_bytes = budget.index_bytes;
         self
     }
 
@@ -250,6 +263,7 @@ impl KafkaIngest {
         let mut report = KafkaReport {
             rebalances: run.rebalances,
             seconds: started.elapsed().as_secs_f64(),
+            peak_rss_bytes: crate::memory::peak_rss(),
             ..Default::default()
         };
         for name in self.topics.values() {
@@ -559,7 +573,8 @@ impl Run {
         }
         cfg.metrics.update(topic, |c| c.consumed += 1);
         if !self.states.contains_key(topic) {
-            let sink = TopicSink::open(cfg.lake.clone(), kind, cfg.opts.clone()).await?;
+            let mut sink = TopicSink::open(cfg.lake.clone(), kind, cfg.opts.clone()).await?;
+            sink.max_index_bytes = cfg.index_bytes;
             self.states.insert(
                 topic.to_string(),
                 TopicState {

@@ -17,11 +17,13 @@ mod error;
 pub mod backfill;
 pub mod dedupe;
 pub mod kafka;
+pub mod memory;
 pub mod metrics;
 pub mod sink;
 
 pub use backfill::{Backfill, BackfillReport, Progress};
 pub use error::{Error, Result};
 pub use kafka::{KafkaIngest, KafkaReport};
+pub use memory::MemoryBudget;
 pub use metrics::Metrics;
 pub use sink::{FlushOutcome, SinkStats, TopicSink};

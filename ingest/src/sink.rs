@@ -27,6 +27,9 @@ use serde::Serialize;
 use crate::Result;
 use crate::dedupe::{SeenIndex, for_each_str, key_hash, mark_new};
 
+/// Default bytes of hashes the dedupe index keeps (see [`crate::MemoryBudget`]).
+pub const DEFAULT_INDEX_BYTES: usize = 128 * 1024 * 1024;
+
 /// Counters of one topic's sink.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SinkStats {
@@ -84,6 +87,9 @@ pub struct TopicSink {
     pending_bytes: usize,
     /// Maximum date partitions kept in the dedupe index.
     pub max_index_dates: usize,
+    /// Maximum bytes of hashes kept in the dedupe index (dates with pending
+    /// rows are kept regardless).
+    pub max_index_bytes: usize,
     stats: SinkStats,
 }
 
@@ -129,6 +135,7 @@ impl TopicSink {
             pending_rows: 0,
             pending_bytes: 0,
             max_index_dates: 8,
+            max_index_bytes: DEFAULT_INDEX_BYTES,
             stats: SinkStats::default(),
         })
     }
@@ -267,8 +274,11 @@ impl TopicSink {
         self.pending_quarantine.clear();
         self.pending_rows = 0;
         self.pending_bytes = 0;
-        self.seen
-            .retain_recent(self.max_index_dates, &self.pending_dates);
+        self.seen.retain_recent(
+            self.max_index_dates,
+            self.max_index_bytes,
+            &self.pending_dates,
+        );
         self.pending_dates.clear();
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use auditlake_ingest::{Backfill, BackfillReport, Progress, SinkStats};
+use auditlake_ingest::{Backfill, BackfillReport, MemoryBudget, Progress, SinkStats};
 use auditlake_schemas::Topic;
 use auditlake_schemas::lake::WriteOptions;
 use clap::Args as ClapArgs;
@@ -34,8 +34,13 @@ pub struct Args {
     /// Commit buffered data at least this often, even if little (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration, env = "AUDITLAKE_FLUSH_INTERVAL")]
     flush_interval: std::time::Duration,
-    /// Commit when a topic's buffer holds this many Arrow bytes (bounds memory);
-    /// default 64MiB for Kafka, 128MiB for backfill.
+    /// Memory the ingest may use (peak RSS): sizes the flush buffers and the
+    /// dedupe index; the summary reports the peak against it.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, env = "AUDITLAKE_MEMORY_LIMIT")]
+    memory_limit: u64,
+    /// Commit when a topic's buffer holds this many Arrow bytes; default (and
+    /// maximum) an eighth of --memory-limit for backfill, a sixteenth per
+    /// topic for Kafka.
     #[arg(long, value_parser = parse_size, env = "AUDITLAKE_FLUSH_BYTES")]
     flush_bytes: Option<u64>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
@@ -127,31 +132,72 @@ fn parse_input(s: &str) -> Result<(Topic, PathBuf), String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let lake = args.lake.open()?;
     let opts = WriteOptions {
         target_file_size: args.target_file_size,
         row_group_rows: args.row_group_rows,
         zstd_level: args.zstd_level,
         ..WriteOptions::default()
     };
+    let limit = usize::try_from(args.memory_limit).unwrap_or(usize::MAX);
+    let budget = if args.brokers.is_some() {
+        MemoryBudget::kafka(limit)
+    } else {
+        MemoryBudget::backfill(limit)
+    };
+    // Every flag checked before the lake is opened (which creates a local root).
+    let budget = with_flush_bytes(budget, args.flush_bytes)?;
+    let lake = args.lake.open()?;
     if let Some(brokers) = &args.brokers {
-        return consume(lake, brokers, &args, opts).await;
+        return consume(lake, brokers, &args, opts, budget).await;
     }
     let flush_rows = args
         .flush_rows
         .unwrap_or(auditlake_ingest::backfill::DEFAULT_FLUSH_ROWS);
-    let flush_bytes = args
-        .flush_bytes
-        .map_or(auditlake_ingest::backfill::DEFAULT_FLUSH_BYTES, |b| {
-            usize::try_from(b).unwrap_or(usize::MAX)
-        });
-    let report = backfill(lake, &args.inputs, opts, flush_rows, flush_bytes).await?;
+    let report = backfill(lake, &args.inputs, opts, flush_rows, budget).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
     }
+    check_peak(report.peak_rss_bytes, budget);
     Ok(ExitCode::SUCCESS)
+}
+
+/// An explicit `--flush-bytes` replaces the budget's share, but may not exceed it.
+fn with_flush_bytes(
+    mut budget: MemoryBudget,
+    flush_bytes: Option<u64>,
+) -> anyhow::Result<MemoryBudget> {
+    if let Some(b) = flush_bytes {
+        let b = usize::try_from(b).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            b <= budget.flush_bytes,
+            "--flush-bytes {} is more than --memory-limit {} allows ({}: a flush holds 4-5 times its buffer at its peak); raise --memory-limit",
+            mib(b as u64),
+            mib(budget.limit as u64),
+            mib(budget.flush_bytes as u64),
+        );
+        budget.flush_bytes = b.max(1);
+    }
+    Ok(budget)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0}MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Logs the peak RSS against the limit; a warning if it was exceeded.
+fn check_peak(peak: Option<u64>, budget: MemoryBudget) {
+    let Some(peak) = peak else { return };
+    if peak > budget.limit as u64 {
+        tracing::warn!(
+            peak_rss = %mib(peak),
+            memory_limit = %mib(budget.limit as u64),
+            "peak memory went over --memory-limit"
+        );
+    } else {
+        tracing::info!(peak_rss = %mib(peak), memory_limit = %mib(budget.limit as u64), "peak memory");
+    }
 }
 
 /// Consumes Kafka until SIGINT/SIGTERM (or idle), then flushes and commits.
@@ -160,6 +206,7 @@ async fn consume(
     brokers: &str,
     args: &Args,
     opts: WriteOptions,
+    budget: MemoryBudget,
 ) -> anyhow::Result<ExitCode> {
     let group = args
         .group
@@ -176,11 +223,9 @@ async fn consume(
             args.flush_interval,
             args.flush_rows
                 .unwrap_or(auditlake_ingest::kafka::DEFAULT_FLUSH_ROWS),
-            args.flush_bytes
-                .map_or(auditlake_ingest::kafka::DEFAULT_FLUSH_BYTES, |b| {
-                    usize::try_from(b).unwrap_or(usize::MAX)
-                }),
+            budget.flush_bytes,
         )
+        .with_memory(budget)
         .with_stop_when_idle(args.stop_when_idle)
         .with_replay(args.replay_from_beginning)
         .with_metrics(metrics);
@@ -208,6 +253,7 @@ async fn consume(
             report.seconds, report.rebalances
         );
     }
+    check_peak(report.peak_rss_bytes, budget);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -242,12 +288,12 @@ pub async fn backfill(
     inputs: &[(Topic, PathBuf)],
     opts: WriteOptions,
     flush_rows: usize,
-    flush_bytes: usize,
+    budget: MemoryBudget,
 ) -> anyhow::Result<BackfillReport> {
     let mut job = Backfill::new(lake)
         .with_write_options(opts)
         .with_flush_rows(flush_rows)
-        .with_flush_bytes(flush_bytes)
+        .with_memory(budget)
         .with_progress(Arc::new(Bar::default()));
     for (topic, path) in inputs {
         job = job.with_input(*topic, path);
@@ -260,7 +306,7 @@ pub fn print_summary(report: &BackfillReport) {
     let t = report.totals();
     let rate = report.lines() as f64 / report.seconds.max(1e-9);
     println!(
-        "ingested: {} lines read, {} stored, {} duplicates, {} quarantined ({} already quarantined), {} files, {} bytes, {:.2} s ({:.0} lines/s)",
+        "ingested: {} lines read, {} stored, {} duplicates, {} quarantined ({} already quarantined), {} files, {} bytes, {:.2} s ({:.0} lines/s){}",
         report.lines(),
         t.stored,
         t.duplicates,
@@ -269,7 +315,11 @@ pub fn print_summary(report: &BackfillReport) {
         t.files,
         t.bytes,
         report.seconds,
-        rate
+        rate,
+        report
+            .peak_rss_bytes
+            .map(|b| format!(", peak RSS {}", mib(b)))
+            .unwrap_or_default()
     );
 }
 

@@ -1,0 +1,84 @@
+//! How one memory limit (`ingest --memory-limit`) is shared out between the
+//! buffers that grow with the data.
+//!
+//! ```text
+//! backfill: pending (F) + the flush in flight: its rows (F), their sorted copy (F),
+//!           the per-date split and Parquet pages (~F)      -> ~4-5 F at the peak
+//!           + dedupe index (I) + read-ahead chunks, runtime, allocator slack
+//! kafka:    the same per topic, with librdkafka's queue (64 MiB) besides
+//! ```
+//!
+//! Measured with the 1M- and 5M-event benchmark files (`benches/RESULTS.md`):
+//! peak RSS is 4.5-5.2 times the flush buffer, so the flush gets an eighth of
+//! the limit and the dedupe index another eighth; the rest is headroom.
+
+/// Default `--memory-limit`.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
+
+/// The shares of a memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// The whole limit.
+    pub limit: usize,
+    /// Arrow bytes buffered per topic before a flush.
+    pub flush_bytes: usize,
+    /// Bytes of hashes the dedupe index keeps per topic.
+    pub index_bytes: usize,
+}
+
+impl MemoryBudget {
+    /// A file backfill: one topic at a time, one flush in flight.
+    pub fn backfill(limit: usize) -> Self {
+        Self {
+            limit,
+            flush_bytes: (limit / 8).max(1),
+            index_bytes: (limit / 8).max(1),
+        }
+    }
+
+    /// A Kafka ingest: four topics buffer at once (api-access carries almost
+    /// all the bytes), beside librdkafka's fetch queue.
+    pub fn kafka(limit: usize) -> Self {
+        Self {
+            limit,
+            flush_bytes: (limit / 16).max(1),
+            index_bytes: (limit / 16).max(1),
+        }
+    }
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        Self::backfill(DEFAULT_MEMORY_LIMIT)
+    }
+}
+
+/// This process's peak resident set size in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_fit_in_the_limit() {
+        let b = MemoryBudget::backfill(DEFAULT_MEMORY_LIMIT);
+        assert_eq!(b.flush_bytes, 128 * 1024 * 1024);
+        assert!(5 * b.flush_bytes + b.index_bytes < b.limit);
+        let k = MemoryBudget::kafka(DEFAULT_MEMORY_LIMIT);
+        assert_eq!(k.flush_bytes, 64 * 1024 * 1024);
+        assert!(MemoryBudget::backfill(0).flush_bytes >= 1);
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss().is_some_and(|b| b > 0));
+        }
+    }
+}
