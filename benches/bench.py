@@ -20,6 +20,9 @@ Measures, on data from `auditlake gen`:
              DuckDB CLI from PyPI (`duckdb-cli`: `duckdb -json -c "CREATE VIEW ..;
              Q"`), when installed.
            The goal of issue #8 is read on the in-process ratios.
+  rss      (not in the default phases) peak RSS of `auditlake ingest` on a bigger
+           file (--rss-events, default 50M) against its --memory-limit: the bound must
+           hold however long the input.
 Writes results.json into --work and prints a Markdown table for benches/RESULTS.md.
 Phases: --phases gen,ingest,queries (default all); `--phases queries` reuses the
 data and lake left in --work by an earlier run.
@@ -160,6 +163,8 @@ def main():
                     help="comma-separated subset of gen,ingest,queries; later phases reuse --work")
     ap.add_argument("--repeat", type=int, default=5, help="in-process runs of each query per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (processes) per engine; best is kept")
+    ap.add_argument("--memory-limit", default="1GiB", help="auditlake ingest --memory-limit")
+    ap.add_argument("--rss-events", type=int, default=50_000_000, help="events of the rss phase")
     args = ap.parse_args()
     phases = set(args.phases.split(","))
     work = Path(args.work)
@@ -186,7 +191,8 @@ def main():
     res["ingest"] = {}
     for label, pin, threads in [("1 core", "0", 1), ("2 cores", None, os.cpu_count())] if "ingest" in phases else []:
         lake = work / f"lake-{threads}"
-        s, r, _ = run([args.bin, "ingest", "--lake", str(lake), "--input", f"api-access={src}"], env, pin)
+        s, r, _ = run([args.bin, "ingest", "--lake", str(lake), "--memory-limit", args.memory_limit,
+                       "--input", f"api-access={src}"], env, pin)
         out = work / f"duck-{threads}.parquet"
         if pin:
             d = float(subprocess.check_output(
@@ -195,11 +201,15 @@ def main():
             d = duck_ingest(src, out, threads)
         res["ingest"][label] = {
             "auditlake_s": s, "auditlake_ev_s": lines / s, "auditlake_rss_mib": r,
+            "memory_limit_mib": mib(args.memory_limit),
             "duckdb_s": d, "duckdb_ev_s": lines / d,
             "auditlake_bytes_per_event": parquet_bytes(lake / "api_access") / stored,
             "duckdb_bytes_per_event": out.stat().st_size / lines,
         }
         print(f"ingest {label}: auditlake {lines / s:,.0f} ev/s ({r:.0f} MiB), duckdb {lines / d:,.0f} ev/s", flush=True)
+
+    if "rss" in phases:
+        bench_rss(args, work, env, res)
 
     if "queries" in phases:
         # Grants too, for the anti-join (a rerun of the ingest changes nothing).
@@ -209,6 +219,31 @@ def main():
     (work / "results.json").write_text(json.dumps(res, indent=2))
     print(f"results: {work / 'results.json'}", flush=True)
     print(markdown(res))
+
+
+def mib(size):
+    """MiB in a size such as 1GiB or 768MiB."""
+    m = re.fullmatch(r"(\d+)\s*([KMG]i?B?)?", size.strip(), re.I)
+    n, unit = int(m.group(1)), (m.group(2) or "").upper()[:1]
+    return n * {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024}[unit]
+
+
+def bench_rss(args, work, env, res):
+    """Peak RSS of one ingest of --rss-events events against --memory-limit."""
+    data = work / "rss-data"
+    shutil.rmtree(data, ignore_errors=True)
+    run([args.bin, "gen", "--out", str(data), "--events", str(args.rss_events), "--seed", "2"], env)
+    lines = json.loads((data / "manifest.json").read_text())["topics"]["api-access"]["lines"]
+    lake = work / "rss-lake"
+    shutil.rmtree(lake, ignore_errors=True)
+    s, r, _ = run([args.bin, "ingest", "--lake", str(lake), "--memory-limit", args.memory_limit,
+                   "--input", f"api-access={data / 'api-access.jsonl'}"], env)
+    res["rss"] = {"events": lines, "seconds": s, "ev_s": lines / s, "rss_mib": r,
+                  "memory_limit_mib": mib(args.memory_limit)}
+    print(f"rss: {lines:,} events in {s:.1f} s ({lines / s:,.0f} ev/s), peak RSS {r:.0f} MiB "
+          f"(limit {mib(args.memory_limit):.0f} MiB)", flush=True)
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(lake, ignore_errors=True)
 
 
 def geomean(xs):
@@ -234,7 +269,12 @@ def markdown(res):
                    f"{i['auditlake_ev_s'] / i['duckdb_ev_s']:.2f}x throughput |")
         out.append(f"| bytes per event, {label} | {i['auditlake_bytes_per_event']:.1f} | {i['duckdb_bytes_per_event']:.1f} | "
                    f"{i['auditlake_bytes_per_event'] / i['duckdb_bytes_per_event']:.2f} |")
-        out.append(f"| ingest peak RSS, {label} (MiB) | {i['auditlake_rss_mib']:.0f} | | |")
+        out.append(f"| ingest peak RSS, {label} (MiB; --memory-limit {i['memory_limit_mib']:.0f}) | "
+                   f"{i['auditlake_rss_mib']:.0f} | | |")
+    if "rss" in res:
+        r = res["rss"]
+        out.append(f"| ingest peak RSS at {r['events']:,} events (MiB; --memory-limit {r['memory_limit_mib']:.0f}) | "
+                   f"{r['rss_mib']:.0f} | | {r['ev_s']:,.0f} events/s on {m['nproc']} cores |")
     if "queries" in res:
         for name, q in res["queries"].items():
             out.append(f"| {name}, in-process (ms) | {q['auditlake_s'] * 1000:.1f} | {q['duckdb_s'] * 1000:.1f} | {q['ratio']:.2f} |")
