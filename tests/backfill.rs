@@ -234,7 +234,7 @@ fn a_small_memory_limit_keeps_dedupe_exact() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--flush-bytes 32MiB is more than --memory-limit 64MiB allows (8MiB"),
+        err.contains("--flush-bytes 32MiB is more than --memory-limit 64MiB allows (5MiB"),
         "{err}"
     );
     assert!(!dir.path().join("other").exists());

@@ -27,8 +27,9 @@ use crate::{Error, Result};
 
 /// Default rows buffered before a commit.
 pub const DEFAULT_FLUSH_ROWS: usize = 2_000_000;
-/// Default Arrow bytes buffered before a commit (sorting doubles it briefly).
-pub const DEFAULT_FLUSH_BYTES: usize = 128 * 1024 * 1024;
+/// Default Arrow bytes buffered before a commit: the share of the default
+/// memory limit (see [`crate::MemoryBudget`]).
+pub const DEFAULT_FLUSH_BYTES: usize = crate::memory::DEFAULT_MEMORY_LIMIT / 12;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Reports progress (bytes of input consumed) to whoever shows it.
@@ -123,7 +124,7 @@ impl Backfill {
             opts: WriteOptions::default(),
             flush_rows: DEFAULT_FLUSH_ROWS,
             flush_bytes: DEFAULT_FLUSH_BYTES,
-            index_bytes: crate::sink::DEFAULT_INDEX_BYTES,
+            index_bytes: crate::MemoryBudget::default().index_bytes,
             progress: None,
         }
     }

@@ -33,6 +33,9 @@ use url::Url;
 use crate::tables::PARTITION_COLUMN;
 use crate::{Error, Result, delta_error_is_retryable};
 
+/// Reloads of a table whose log changed under the reader (see [`Lake::table`]).
+const LOAD_RETRIES: u32 = 4;
+
 /// Default target size of a data file written by one commit (bytes).
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 /// Default maximum rows per Parquet row group.
@@ -230,10 +233,21 @@ impl Lake {
         if !self.table_exists(table).await? {
             return Ok(None);
         }
-        match self.builder(table)?.load().await {
-            Ok(t) => Ok(Some(t)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(e) => Err(Error::delta(table, "load", e)),
+        // A log cleanup (retention erase) may delete the commit files a
+        // reader listed a moment before: such a load fails with a retryable
+        // "not found" and succeeds again from the new checkpoint.
+        let mut attempt = 0u32;
+        loop {
+            match self.builder(table)?.load().await {
+                Ok(t) => return Ok(Some(t)),
+                Err(DeltaTableError::NotATable(_)) => return Ok(None),
+                Err(e) if attempt < LOAD_RETRIES && delta_error_is_retryable(&e) => {
+                    attempt += 1;
+                    tracing::debug!(table, attempt, error = %e, "reloading the table");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e) => return Err(Error::delta(table, "load", e)),
+            }
         }
     }
 

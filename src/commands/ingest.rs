@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, default_value = "1GiB", value_parser = parse_size, env = "AUDITLAKE_MEMORY_LIMIT")]
     memory_limit: u64,
     /// Commit when a topic's buffer holds this many Arrow bytes; default (and
-    /// maximum) an eighth of --memory-limit for backfill, a sixteenth per
+    /// maximum) a twelfth of --memory-limit for backfill, a sixteenth per
     /// topic for Kafka.
     #[arg(long, value_parser = parse_size, env = "AUDITLAKE_FLUSH_BYTES")]
     flush_bytes: Option<u64>,
