@@ -16,18 +16,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Rust binding does not name.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Returns freed memory to the kernel at once. Ingest frees and reallocates
-/// flush-sized buffers every second or so; keeping them for a second (tried
-/// in session 2 to save the kernel's page zeroing) let peak RSS grow with the
-/// input: 1016 MiB at 25M events against 691 MiB purging at once, at the same
-/// speed (67.8 vs 71.8 s, noise), and 1338 MiB at 50M, over the 1 GiB
-/// `--memory-limit`. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// How long mimalloc keeps freed memory before returning it to the kernel,
+/// per command. Queries (sql, detect, serve, retention) keep it a second:
+/// they free and reallocate large hash tables and buffers, and returning
+/// them at once costs the kernel's page zeroing again. Ingest returns it at
+/// once and pays that (5M events, pinned: 15.0 s against 12.2 s with the
+/// delay): with the delay its peak RSS grew with the input (1016 MiB at 25M
+/// events against 691 MiB, 1338 MiB at 50M), past the `--memory-limit` it
+/// promises. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[allow(unsafe_code)]
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide integer option; any value is valid.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+fn tune_allocator(command: &Command) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
     }
+    let delay_ms = match command {
+        Command::Ingest(_) | Command::Demo(_) => 0,
+        _ => 1000,
+    };
+    // SAFETY: sets a process-wide integer option; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
 }
 
 /// Data-access audit lake and retention enforcer for an open API platform.
@@ -70,8 +77,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    tune_allocator(&cli.command);
     commands::init_logging(&cli.log, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
