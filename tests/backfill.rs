@@ -39,22 +39,26 @@ fn n(lake: &Path, query: &str) -> u64 {
     sql(lake, query)[0]["n"].as_u64().unwrap()
 }
 
-#[test]
-fn gen_ingest_sql_counts_are_exact_and_reruns_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d");
-    let lake = dir.path().join("lake");
+/// `auditlake gen` of `events` access events with `seed` into `data`; its manifest.
+fn generate(data: &Path, seed: u64, events: u64) -> serde_json::Value {
     run(&[
         "gen",
         "--out",
         data.to_str().unwrap(),
         "--seed",
-        "1",
+        &seed.to_string(),
         "--events",
-        "20000",
+        &events.to_string(),
     ]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("manifest.json")).unwrap()).unwrap();
+    serde_json::from_slice(&std::fs::read(data.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn gen_ingest_sql_counts_are_exact_and_reruns_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let lake = dir.path().join("lake");
+    let manifest = generate(&data, 1, 20000);
     let inputs: Vec<String> = ["api-access", "grants", "apps", "deletions"]
         .iter()
         .map(|t| format!("{t}={}", data.join(format!("{t}.jsonl")).display()))
@@ -177,17 +181,7 @@ fn a_small_memory_limit_keeps_dedupe_exact() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let lake = dir.path().join("lake");
-    run(&[
-        "gen",
-        "--out",
-        data.to_str().unwrap(),
-        "--seed",
-        "3",
-        "--events",
-        "20000",
-    ]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("manifest.json")).unwrap()).unwrap();
+    let manifest = generate(&data, 3, 20000);
     let distinct = manifest["topics"]["api-access"]["distinct_events"]
         .as_u64()
         .unwrap();
