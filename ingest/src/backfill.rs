@@ -27,9 +27,6 @@ use crate::{Error, Result};
 
 /// Default rows buffered before a commit.
 pub const DEFAULT_FLUSH_ROWS: usize = 2_000_000;
-/// Default Arrow bytes buffered before a commit: the share of the default
-/// memory limit (see [`crate::MemoryBudget`]).
-pub const DEFAULT_FLUSH_BYTES: usize = crate::memory::DEFAULT_MEMORY_LIMIT / 12;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Reports progress (bytes of input consumed) to whoever shows it.
@@ -123,7 +120,7 @@ impl Backfill {
             inputs: Vec::new(),
             opts: WriteOptions::default(),
             flush_rows: DEFAULT_FLUSH_ROWS,
-            flush_bytes: DEFAULT_FLUSH_BYTES,
+            flush_bytes: crate::MemoryBudget::default().flush_bytes,
             index_bytes: crate::MemoryBudget::default().index_bytes,
             progress: None,
         }

@@ -43,8 +43,10 @@ use crate::{Error, Result};
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default rows buffered per topic before a commit.
 pub const DEFAULT_FLUSH_ROWS: usize = 500_000;
-/// Default Arrow bytes buffered per topic before a commit.
-pub const DEFAULT_FLUSH_BYTES: usize = 64 * 1024 * 1024;
+/// Default flush buffer and dedupe index per topic: shares of the default
+/// memory limit.
+const DEFAULT_BUDGET: crate::MemoryBudget =
+    crate::MemoryBudget::kafka(crate::memory::DEFAULT_MEMORY_LIMIT);
 /// Messages decoded before they are handed to the sink.
 const DECODE_BATCH: usize = 8192;
 
@@ -107,9 +109,8 @@ impl KafkaIngest {
             opts: WriteOptions::default(),
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             flush_rows: DEFAULT_FLUSH_ROWS,
-            flush_bytes: DEFAULT_FLUSH_BYTES,
-            index_bytes: crate::MemoryBudget::kafka(crate::memory::DEFAULT_MEMORY_LIMIT)
-                .index_bytes,
+            flush_bytes: DEFAULT_BUDGET.flush_bytes,
+            index_bytes: DEFAULT_BUDGET.index_bytes,
             stop_when_idle: None,
             replay: false,
             config: Vec::new(),

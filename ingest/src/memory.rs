@@ -30,23 +30,29 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     /// A file backfill: one topic at a time, one flush in flight.
-    pub fn backfill(limit: usize) -> Self {
+    pub const fn backfill(limit: usize) -> Self {
         Self {
             limit,
-            flush_bytes: (limit / 12).max(1),
-            index_bytes: (limit / 12).max(1),
+            flush_bytes: share(limit, 12),
+            index_bytes: share(limit, 12),
         }
     }
 
     /// A Kafka ingest: four topics buffer at once (api-access carries almost
     /// all the bytes), beside librdkafka's fetch queue.
-    pub fn kafka(limit: usize) -> Self {
+    pub const fn kafka(limit: usize) -> Self {
         Self {
             limit,
-            flush_bytes: (limit / 16).max(1),
-            index_bytes: (limit / 16).max(1),
+            flush_bytes: share(limit, 16),
+            index_bytes: share(limit, 16),
         }
     }
+}
+
+/// `limit / parts`, at least one byte.
+const fn share(limit: usize, parts: usize) -> usize {
+    let s = limit / parts;
+    if s == 0 { 1 } else { s }
 }
 
 impl Default for MemoryBudget {

@@ -27,9 +27,6 @@ use serde::Serialize;
 use crate::Result;
 use crate::dedupe::{SeenIndex, for_each_str, key_hash, mark_new};
 
-/// Default bytes of hashes the dedupe index keeps (see [`crate::MemoryBudget`]).
-pub const DEFAULT_INDEX_BYTES: usize = 128 * 1024 * 1024;
-
 /// Counters of one topic's sink.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SinkStats {
@@ -135,7 +132,8 @@ impl TopicSink {
             pending_rows: 0,
             pending_bytes: 0,
             max_index_dates: 8,
-            max_index_bytes: DEFAULT_INDEX_BYTES,
+            max_index_bytes: crate::MemoryBudget::backfill(crate::memory::DEFAULT_MEMORY_LIMIT)
+                .index_bytes,
             stats: SinkStats::default(),
         })
     }
