@@ -196,13 +196,17 @@ impl Verify {
                 (!t.contains('/')).then(|| t.to_string())
             })
             .collect();
-        let loaded = futures::future::try_join_all(names.into_iter().map(|t| async move {
-            let files = match lake.table(&t).await? {
-                Some(table) => files::data_files(&table, &t)?,
-                None => Vec::new(),
-            };
-            Ok::<_, Error>((t, files))
-        }))
+        // The tombstones are read meanwhile.
+        let (loaded, erased) = futures::future::try_join(
+            futures::future::try_join_all(names.into_iter().map(|t| async move {
+                let files = match lake.table(&t).await? {
+                    Some(table) => files::data_files(&table, &t)?,
+                    None => Vec::new(),
+                };
+                Ok::<_, Error>((t, files))
+            })),
+            async { Ok(erasure::load_erased(lake).await?) },
+        )
         .await?;
         let tables: BTreeMap<String, Vec<DataFile>> = loaded.into_iter().collect();
         let referenced: HashMap<String, DataFile> = tables
@@ -216,15 +220,11 @@ impl Verify {
         tracing::debug!(
             objects = listing.len(),
             tables = tables.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "listed and loaded tables"
-        );
-        let erased = Arc::new(erasure::load_erased(lake).await?);
-        tracing::debug!(
             tombstones = erased.len(),
             ms = started.elapsed().as_millis() as u64,
-            "loaded tombstones"
+            "listed and loaded tables and tombstones"
         );
+        let erased = Arc::new(erased);
         let ctx = Arc::new(Ctx {
             finder: match (&self.user, &self.app) {
                 (Some(u), None) => Some(Finder::new(u.as_bytes()).into_owned()),

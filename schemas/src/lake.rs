@@ -22,7 +22,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::basic::{Compression, Encoding, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
@@ -42,8 +42,15 @@ pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
 /// Default zstd level: level 1 encodes ~1.5x faster than 3 at the same size here.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
-/// Columns whose values are (nearly) all distinct: written without a dictionary.
-const UNIQUE_COLUMNS: [&str; 2] = ["event_id", "event_time"];
+/// Columns whose values are (nearly) all distinct, written without a dictionary
+/// and with the encoding that compresses them best (5M-event lake, one date
+/// rewritten each way with zstd 1: 15.6 MB plain, 14.4 MB with these):
+/// `event_id`'s lengths apart from its bytes (zstd then sees only the id
+/// characters: 9.9 -> 9.2 MB), `event_time` as deltas (2.7 -> 2.1 MB).
+const UNIQUE_COLUMNS: [(&str, Encoding); 2] = [
+    ("event_id", Encoding::DELTA_LENGTH_BYTE_ARRAY),
+    ("event_time", Encoding::DELTA_BINARY_PACKED),
+];
 /// How many times a conflicting commit is rerun before giving up.
 pub const DEFAULT_COMMIT_ATTEMPTS: u32 = 8;
 
@@ -83,8 +90,10 @@ impl WriteOptions {
             .set_statistics_enabled(EnabledStatistics::Page);
         // Unique per row: a dictionary would only fill up and fall back to
         // plain after costing a hash and a compare per value.
-        for column in UNIQUE_COLUMNS {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        for (column, encoding) in UNIQUE_COLUMNS {
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_encoding(ColumnPath::from(column), encoding);
         }
         Ok(props.build())
     }
