@@ -7,13 +7,15 @@
 //! and fail loudly if they ask for a range that was not fetched.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Buf, Bytes};
 use deltalake::ObjectStore;
 use deltalake::parquet::errors::ParquetError;
-use deltalake::parquet::file::metadata::ParquetMetaDataReader;
+use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use deltalake::parquet::file::properties::ReaderProperties;
 use deltalake::parquet::file::reader::{ChunkReader, Length};
+use deltalake::parquet::file::serialized_reader::SerializedRowGroupReader;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
@@ -24,6 +26,8 @@ use crate::Result;
 pub struct ObjectBytes {
     len: u64,
     parts: Arc<Vec<(u64, Bytes)>>,
+    /// The Parquet footer, parsed once for every check that reads it.
+    meta: Arc<OnceLock<Arc<ParquetMetaData>>>,
 }
 
 /// Footer bytes fetched at first: most Parquet footers fit.
@@ -35,7 +39,31 @@ impl ObjectBytes {
         Self {
             len: bytes.len() as u64,
             parts: Arc::new(vec![(0, bytes)]),
+            meta: Arc::default(),
         }
+    }
+
+    /// The Parquet footer (parsed on first use, or when it was fetched).
+    pub fn metadata(&self) -> std::result::Result<Arc<ParquetMetaData>, ParquetError> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(ParquetMetaDataReader::new().parse_and_finish(self)?);
+        Ok(self.meta.get_or_init(|| m).clone())
+    }
+
+    /// A reader of row group `index` of `meta` (this object's footer).
+    pub fn row_group<'a>(
+        &self,
+        meta: &'a ParquetMetaData,
+        index: usize,
+    ) -> std::result::Result<SerializedRowGroupReader<'a, ObjectBytes>, ParquetError> {
+        SerializedRowGroupReader::new(
+            Arc::new(self.clone()),
+            meta.row_group(index),
+            None,
+            Arc::new(ReaderProperties::builder().build()),
+        )
     }
 
     /// Whether every byte of the object is here.
@@ -212,5 +240,6 @@ pub async fn fetch_columns(
     Ok(ObjectBytes {
         len: size,
         parts: Arc::new(parts),
+        meta: Arc::new(OnceLock::from(Arc::new(meta))),
     })
 }

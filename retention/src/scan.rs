@@ -26,7 +26,7 @@ use bytes::Bytes;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::{Encoding, Type as PhysicalType};
-use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+use deltalake::parquet::file::reader::RowGroupReader;
 use memchr::memmem::Finder;
 
 use crate::object::ObjectBytes;
@@ -103,13 +103,12 @@ fn find_in_pages(
     finder: &Finder<'_>,
     depth: Depth,
 ) -> Result<Option<Place>> {
-    let reader = SerializedFileReader::new(object.clone()).map_err(|e| Error::parquet(path, e))?;
-    let meta = reader.metadata();
+    let meta = object.metadata().map_err(|e| Error::parquet(path, e))?;
     let schema = meta.file_metadata().schema_descr();
     let mut arrow_fallback = Vec::new();
     for (rg_index, rg) in meta.row_groups().iter().enumerate() {
-        let row_group = reader
-            .get_row_group(rg_index)
+        let row_group = object
+            .row_group(&meta, rg_index)
             .map_err(|e| Error::parquet(path, e))?;
         for (col_index, col) in rg.columns().iter().enumerate() {
             if !matches!(
@@ -349,8 +348,7 @@ pub fn dictionary_values(
     object: &ObjectBytes,
     column: &str,
 ) -> Result<Option<Vec<Bytes>>> {
-    let reader = SerializedFileReader::new(object.clone()).map_err(|e| Error::parquet(path, e))?;
-    let meta = reader.metadata();
+    let meta = object.metadata().map_err(|e| Error::parquet(path, e))?;
     let schema = meta.file_metadata().schema_descr();
     let Some(index) = (0..schema.num_columns()).find(|i| {
         let c = schema.column(*i);
@@ -369,8 +367,8 @@ pub fn dictionary_values(
         if !dictionary_only {
             return Ok(None);
         }
-        let mut pages = reader
-            .get_row_group(rg_index)
+        let mut pages = object
+            .row_group(&meta, rg_index)
             .and_then(|r| r.get_column_page_reader(index))
             .map_err(|e| Error::parquet(path, e))?;
         let Some(page) = pages
