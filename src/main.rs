@@ -88,11 +88,12 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// How long mimalloc keeps freed memory before returning it to the kernel,
 /// per command. Queries (sql, detect, serve, retention) keep it a second:
 /// they free and reallocate large hash tables and buffers, and returning
-/// them at once costs the kernel's page zeroing again. Ingest returns it at
-/// once and pays that (5M events, pinned: 15.0 s against 12.2 s with the
-/// delay): with the delay its peak RSS grew with the input (1016 MiB at 25M
-/// events against 691 MiB, 1338 MiB at 50M), past the `--memory-limit` it
-/// promises. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// them at once costs the kernel's page zeroing again. Ingest keeps it
+/// 100 ms: with 1 s (and huge pages) its peak RSS grew with the input
+/// (1338 MiB at 50M events) past the `--memory-limit` it promises, with 0
+/// it spent 7.7 of 19.4 s in the kernel (5M events, one core); 100 ms ran
+/// that in 15.0-16.1 s at 494-516 MiB, and 50M events at 811 MiB of the
+/// 1 GiB default. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 ///
 /// No transparent huge pages for the memory mimalloc maps from here on
 /// (mimalloc asks for them with `madvise` by default): the kernel zeroes a
@@ -117,7 +118,7 @@ fn tune_allocator(command: &Command) {
         return;
     }
     let delay_ms = match command {
-        Command::Ingest(_) | Command::Demo(_) => 0,
+        Command::Ingest(_) | Command::Demo(_) => 100,
         _ => 1000,
     };
     // SAFETY: sets a process-wide integer option; any value is valid.
