@@ -189,6 +189,20 @@ pub fn decode<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
     columns: Option<&[&str]>,
     keep: Option<RowSelection>,
 ) -> Result<Vec<RecordBatch>> {
+    batches(path, bytes, columns, keep, 64 * 1024)?.collect()
+}
+
+/// [`decode`] one batch of at most `batch_rows` rows at a time, for callers
+/// that pass each batch on before decoding the next (a rewrite: the file's
+/// rows are never all decoded at once, and the memory of one batch is
+/// reused for the next instead of touching fresh pages).
+pub fn batches<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
+    path: &str,
+    bytes: R,
+    columns: Option<&[&str]>,
+    keep: Option<RowSelection>,
+    batch_rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(path, e))?;
     let builder = match columns {
@@ -212,12 +226,11 @@ pub fn decode<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
         None => builder,
     };
     let reader = builder
-        .with_batch_size(64 * 1024)
+        .with_batch_size(batch_rows)
         .build()
         .map_err(|e| Error::parquet(path, e))?;
-    reader
-        .map(|b| b.map_err(|e| Error::parquet(path, e)))
-        .collect()
+    let path = path.to_string();
+    Ok(reader.map(move |b| b.map_err(|e| Error::parquet(&path, e))))
 }
 
 /// `batch` with the partition column `date` appended as a constant.

@@ -101,6 +101,12 @@ pub struct RewriteMetrics {
     pub partitions: Vec<String>,
 }
 
+/// Rows decoded and written at a time when a file is rewritten: each batch
+/// goes to the writer before the next is decoded. With whole files (~32k
+/// rows) decoded first, an erase touched ~300 MiB of fresh memory, and the
+/// kernel's page faults were a third of its time.
+const REWRITE_BATCH_ROWS: usize = 8 * 1024;
+
 /// Data files read and rewritten at once: one per core (each on its own
 /// thread: decoding and encoding are CPU work).
 pub fn file_parallelism() -> usize {
@@ -337,12 +343,14 @@ async fn filter_file(
         .map(arrow::compute::not)
         .collect::<std::result::Result<_, _>>()?;
     let selection = RowSelection::from_filters(&keep);
-    let kept_batches = files::decode(&file.path, bytes, None, Some(selection))?;
+    let kept_batches =
+        files::batches(&file.path, bytes, None, Some(selection), REWRITE_BATCH_ROWS)?;
     let mut writer = RecordBatchWriter::for_table(&table)
         .map_err(|e| Error::delta(&name, "open writer", e))?
         .with_writer_properties(opts.writer_properties()?)
         .with_target_file_size(opts.target_file_size);
     for b in kept_batches {
+        let b = b?;
         out.rows_rewritten += b.num_rows() as u64;
         let b = files::with_date(&b, file.date)?;
         writer
