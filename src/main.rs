@@ -192,9 +192,8 @@ fn main() -> ExitCode {
             Command::Detect(args) => commands::detect::run(args).await,
         }
     });
-    // Every task the command started has been awaited; idle blocking-pool
-    // threads (file reads, rewrites) need not be joined on the way out.
-    runtime.shutdown_background();
+    // The runtime is never dropped: `exit_now` ends the process with its
+    // idle threads (every task the command started has been awaited).
     let code = match result {
         Ok(code) => code,
         Err(e) => {

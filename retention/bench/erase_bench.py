@@ -22,7 +22,6 @@ Prints a Markdown table; writes results.json into the work directory.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -33,6 +32,10 @@ import time
 from pathlib import Path
 
 import duckdb
+
+# The DuckDB CLI lookup of the main benchmark (benches/bench.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches"))
+from bench import duck_cli  # noqa: E402
 
 NOW = "2026-11-20T00:00:00Z"
 
@@ -63,15 +66,6 @@ def duck(sql, repeat=3):
         s = time.perf_counter() - t
         best = s if best is None else min(best, s)
     return best, rows
-
-
-def duck_cli():
-    """The DuckDB CLI binary of the `duckdb-cli` PyPI package, or None."""
-    spec = importlib.util.find_spec("duckdb_cli")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    exe = Path(list(spec.submodule_search_locations)[0]) / "duckdb"
-    return str(exe) if exe.exists() else None
 
 
 def best_erase(bin_, lake, user, copies, scan="standard"):
