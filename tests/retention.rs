@@ -323,6 +323,81 @@ fn erase_leaves_no_byte_s3() {
     }
 }
 
+/// Erasing from clustered files of many row groups: the row groups without
+/// the user are copied as encoded, the others re-encoded without them.
+fn erase_from_clustered_row_groups(place: &Place) {
+    place.ingest_fixture();
+    let policy = place.dir.path().join("cluster.toml");
+    std::fs::write(
+        &policy,
+        "[clustering]\nmin_age = \"1d\"\ntarget_file_size = \"1MiB\"\nrow_group_rows = 16\n",
+    )
+    .unwrap();
+    place.ok(&[
+        "retention",
+        "sweep",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--now",
+        "2026-12-01T00:00:00Z",
+    ]);
+    let before = place.counts();
+    let victim: u64 = before
+        .iter()
+        .filter(|((_, u), _)| u == VICTIM)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(victim > 50);
+    let out = place.ok(&[
+        "retention",
+        "erase",
+        "--user",
+        VICTIM,
+        "--now",
+        NOW,
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let api = &report["metrics"]["rewrites"]["api_access"];
+    let retired = api["retired"].as_array().unwrap();
+    assert!(!retired.is_empty(), "{api}");
+    // Clustered files of 16-row groups: each rewritten file kept most rows.
+    assert!(
+        retired
+            .iter()
+            .any(|r| r["rows_kept"].as_u64().unwrap() > 16),
+        "{api}"
+    );
+    let left = files_containing(&place.root_on_disk(), VICTIM);
+    assert!(left.is_empty(), "the id survives in {left:?}");
+    let mut expected = before;
+    expected.retain(|(_, u), _| u != VICTIM);
+    assert_eq!(place.counts(), expected);
+    // The rewritten files' statistics still prune: a lookup of another user
+    // finds its rows.
+    let other = user(3);
+    assert_eq!(
+        place.n(&format!(
+            "SELECT count(*) AS n FROM api_access WHERE user_id = '{other}'"
+        )),
+        expected[&("api_access".to_string(), other.clone())]
+    );
+    let out = place.ok(&["retention", "verify", "--user", VICTIM, "--now", NOW]);
+    assert!(out.contains("PASS erased_user_bytes"), "{out}");
+}
+
+#[test]
+fn erase_from_clustered_row_groups_local() {
+    erase_from_clustered_row_groups(&Place::local());
+}
+
+#[test]
+fn erase_from_clustered_row_groups_s3() {
+    if let Some(place) = Place::s3() {
+        erase_from_clustered_row_groups(&place);
+    }
+}
+
 fn planted_file_fails_verify(place: &Place) {
     place.ingest_fixture();
     let root = place.root_on_disk();

@@ -206,19 +206,7 @@ pub fn batches<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(path, e))?;
     let builder = match columns {
-        Some(cols) => {
-            let schema = builder.parquet_schema();
-            let idx: Vec<usize> = builder
-                .schema()
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| cols.contains(&f.name().as_str()))
-                .map(|(i, _)| i)
-                .collect();
-            let mask = ProjectionMask::roots(schema, idx);
-            builder.with_projection(mask)
-        }
+        Some(cols) => project(builder, cols),
         None => builder,
     };
     let builder = match keep {
@@ -231,6 +219,24 @@ pub fn batches<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
         .map_err(|e| Error::parquet(path, e))?;
     let path = path.to_string();
     Ok(reader.map(move |b| b.map_err(|e| Error::parquet(&path, e))))
+}
+
+/// `builder` reading only the top-level columns named in `columns` (those
+/// the file has).
+pub fn project<T: deltalake::parquet::file::reader::ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+    columns: &[&str],
+) -> ParquetRecordBatchReaderBuilder<T> {
+    let idx: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+    builder.with_projection(mask)
 }
 
 /// `batch` with the partition column `date` appended as a constant.

@@ -14,6 +14,8 @@ use crate::rewrite::RowFilter;
 use crate::scan::HashCache;
 use auditlake_schemas::erasure::ErasedUsers;
 use auditlake_schemas::tables;
+use deltalake::parquet::file::metadata::RowGroupMetaData;
+use deltalake::parquet::file::statistics::Statistics;
 
 /// Tables that hold users' data, in the order erasure visits them. `apps`
 /// (the app registry) names no user.
@@ -234,6 +236,31 @@ impl RowFilter for UserFilter {
     }
     fn begin_file(&self, file: &DataFile) {
         self.held.lock().expect("held lock").remove(&file.path);
+    }
+    fn may_doom(&self, _file: &DataFile, group: &RowGroupMetaData) -> bool {
+        // Quarantine rows name the user in their raw bytes, which have no
+        // usable statistics.
+        if self.table == tables::QUARANTINE {
+            return true;
+        }
+        let Some(idx) = group
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == ["user_id"])
+        else {
+            return true;
+        };
+        match group.column(idx).statistics() {
+            Some(Statistics::ByteArray(s)) => match (s.min_bytes_opt(), s.max_bytes_opt()) {
+                // Bounds (a truncated maximum is rounded up): the user's rows
+                // can only lie between them.
+                (Some(lo), Some(hi)) => lo <= self.user.as_bytes() && self.user.as_bytes() <= hi,
+                // No bounds: every value null, or no statistics kept.
+                _ => s.null_count_opt() != u64::try_from(group.num_rows()).ok(),
+            },
+            _ => true,
+        }
     }
     fn doomed(&self, file: &DataFile, batch: &RecordBatch) -> Result<BooleanArray> {
         let (doomed, held) = self.matches(batch)?;

@@ -39,6 +39,7 @@ pub mod policy;
 pub mod purge;
 pub mod rewrite;
 pub mod scan;
+pub mod splice;
 pub mod sweep;
 pub mod verify;
 

@@ -15,6 +15,7 @@
 //! tables = ["api_access", "grants"] # default: api_access, grants, deletions
 //! target_file_size = "4MiB"         # default: a 32nd of the partition, 1-128 MiB
 //! min_age = "1d"                    # cluster a day this long after it ended
+//! row_group_rows = 16384            # rows per row group of a clustered file
 //!
 //! [[holds]]                         # legal holds: no sweep or erase touches these rows
 //! reason = "litigation 2026-17"     # required
@@ -315,6 +316,19 @@ impl Policy {
                 if let Some(v) = c.min_age {
                     opts.min_age = duration(&v).map_err(|m| at(v.span(), m))?;
                 }
+                if let Some(v) = c.row_group_rows {
+                    opts.row_group_rows = match v.get_ref() {
+                        toml::Value::Integer(n) if *n >= 1 => {
+                            usize::try_from(*n).unwrap_or(usize::MAX)
+                        }
+                        other => {
+                            return Err(at(
+                                v.span(),
+                                format!("row_group_rows must be a positive integer, not {other}"),
+                            ));
+                        }
+                    };
+                }
                 Some(opts)
             }
         };
@@ -365,6 +379,7 @@ struct RawClustering {
     tables: Option<Vec<Spanned<String>>>,
     target_file_size: Option<Spanned<toml::Value>>,
     min_age: Option<Spanned<toml::Value>>,
+    row_group_rows: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -621,6 +636,12 @@ user = "u-1"
         let p = Policy::parse("[clustering]\ntarget_file_size = \"2MiB\"\n", "p.toml").unwrap();
         let c = p.clustering.unwrap();
         assert_eq!(c.target_file_size, Some(2 << 20));
+        assert_eq!(c.row_group_rows, crate::cluster::CLUSTERED_ROW_GROUP_ROWS);
+        let p = Policy::parse("[clustering]\nrow_group_rows = 4096\n", "p.toml").unwrap();
+        assert_eq!(p.clustering.unwrap().row_group_rows, 4096);
+        let (line, msg) = err("[clustering]\n\nrow_group_rows = -3\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("positive integer"), "{msg}");
         assert_eq!(c.tables.len(), 3);
         let (_, msg) = err("[tables.grants]\nkeep = \"30x\"\n");
         assert!(msg.contains("unknown unit"), "{msg}");

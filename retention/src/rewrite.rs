@@ -24,15 +24,15 @@ use arrow::array::{BooleanArray, RecordBatch};
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::parquet::arrow::arrow_reader::RowSelection;
+use deltalake::parquet::file::metadata::RowGroupMetaData;
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::files::{self, DataFile};
+use crate::splice;
 use crate::{Error, Result};
 use auditlake_schemas::lake::WriteOptions;
 
@@ -59,6 +59,11 @@ pub trait RowFilter: Send + Sync + 'static {
     /// Called before the batches of `file` go through [`doomed`](Self::doomed)
     /// (a rerun of a step reads a file again).
     fn begin_file(&self, _file: &DataFile) {}
+    /// Whether a row group of `file` may hold rows that go, by its
+    /// statistics (false: it is copied without being decoded).
+    fn may_doom(&self, _file: &DataFile, _group: &RowGroupMetaData) -> bool {
+        true
+    }
 }
 
 /// A data file that a commit retired, with what the evidence needs.
@@ -187,14 +192,7 @@ pub async fn apply_gated(
             .map(|(f, _)| f.clone()),
     )
     .map(|file| {
-        let task = filter_file(
-            name.to_string(),
-            table.clone(),
-            file,
-            filter.clone(),
-            opts.clone(),
-            dry_run,
-        );
+        let task = filter_file(table.clone(), file, filter.clone(), opts.clone(), dry_run);
         // On a blocking thread: decoding and encoding hold a core for tens of
         // milliseconds, which must not starve the runtime's other tasks (the
         // tombstone commit, other tables' I/O).
@@ -288,9 +286,10 @@ struct Filtered {
 }
 
 /// Reads one file, asks the filter, and (unless no row goes) retires it and
-/// writes its kept rows into a new file.
+/// writes its kept rows into a new file: row groups the filter rules out by
+/// their statistics, or that lose no row, are copied as encoded
+/// ([`splice`](crate::splice)); only the others are decoded and encoded.
 async fn filter_file(
-    name: String,
     table: DeltaTable,
     file: DataFile,
     filter: Arc<dyn RowFilter>,
@@ -305,31 +304,46 @@ async fn filter_file(
     if filter.rules_out(&file, &bytes)? {
         return Ok(out);
     }
+    let src = splice::Source::open(&file.path, bytes)?;
+    let candidates: Vec<usize> = src
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| filter.may_doom(&file, g))
+        .map(|(i, _)| i)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(out);
+    }
     let cols = filter.columns();
-    let batches = files::decode(&file.path, bytes.clone(), Some(&cols), None)?;
     filter.begin_file(&file);
-    let mut masks = Vec::with_capacity(batches.len());
-    let (mut doomed, mut total) = (0u64, 0u64);
-    for b in &batches {
-        let mask = filter.doomed(&file, b)?;
+    let mut masks = Vec::new();
+    let mut doomed = 0u64;
+    for b in src.decode(Some(&cols), candidates.clone(), None, 64 * 1024)? {
+        let b = b?;
+        let mask = filter.doomed(&file, &b)?;
         if mask.len() != b.num_rows() {
             return Err(Error::Internal(
                 "row filter returned a wrong-sized mask".into(),
             ));
         }
         doomed += mask.true_count() as u64;
-        total += b.num_rows() as u64;
         masks.push(mask);
     }
     if doomed == 0 {
         return Ok(out);
     }
+    let total: u64 = src
+        .row_groups()
+        .iter()
+        .map(|g| u64::try_from(g.num_rows()).unwrap_or(0))
+        .sum();
     out.partition = Some(file.partition_dir());
-    let kept = total - doomed;
+    let kept = total.saturating_sub(doomed);
     out.retired = Some(RetiredFile {
         path: file.path.clone(),
         bytes: file.size,
-        sha256: Some(hex::encode(Sha256::digest(&bytes))),
+        sha256: Some(hex::encode(Sha256::digest(src.bytes()))),
         rows_removed: doomed,
         rows_kept: kept,
     });
@@ -338,37 +352,36 @@ async fn filter_file(
         out.rows_rewritten += kept;
         return Ok(out);
     }
-    let keep: Vec<BooleanArray> = masks
-        .iter()
-        .map(arrow::compute::not)
-        .collect::<std::result::Result<_, _>>()?;
-    let selection = RowSelection::from_filters(&keep);
-    let kept_batches =
-        files::batches(&file.path, bytes, None, Some(selection), REWRITE_BATCH_ROWS)?;
-    let mut writer = RecordBatchWriter::for_table(&table)
-        .map_err(|e| Error::delta(&name, "open writer", e))?
-        .with_writer_properties(opts.writer_properties()?)
-        .with_target_file_size(opts.target_file_size);
-    for b in kept_batches {
-        let b = b?;
-        out.rows_rewritten += b.num_rows() as u64;
-        let b = files::with_date(&b, file.date)?;
-        writer
-            .write(b)
-            .await
-            .map_err(|e| Error::delta(&name, "write rewritten file", e))?;
-    }
-    let adds = writer
-        .flush()
-        .await
-        .map_err(|e| Error::delta(&name, "flush rewritten file", e))?;
-    for mut add in adds {
-        if crate::cluster::is_tagged(&file) {
-            crate::cluster::tag(&mut add);
+    let mut keep = vec![splice::Keep::All; src.row_groups().len()];
+    for (g, mask) in candidates.iter().zip(src.split_masks(&candidates, &masks)?) {
+        if mask.true_count() > 0 {
+            keep[*g] = splice::Keep::Rows(arrow::compute::not(&mask)?);
         }
-        out.bytes_written += u64::try_from(add.size).unwrap_or(0);
-        out.adds.push(add);
     }
+    let spliced = splice::splice(&src, &keep, opts.writer_properties()?, REWRITE_BATCH_ROWS)?;
+    drop(src);
+    let path = splice::new_file_path(&file.partition_dir());
+    let size = spliced.bytes.len() as u64;
+    let location = object_store::path::Path::parse(&path)
+        .map_err(|e| Error::Internal(format!("new file path {path}: {e}")))?;
+    table
+        .object_store()
+        .put(&location, spliced.bytes.into())
+        .await?;
+    let tags = crate::cluster::is_tagged(&file).then(|| {
+        let mut add = deltalake::kernel::Add::default();
+        crate::cluster::tag(&mut add);
+        add.tags.unwrap_or_default()
+    });
+    out.rows_rewritten += spliced.rows;
+    out.bytes_written += size;
+    out.adds.push(splice::add_action(
+        path,
+        size,
+        &spliced.metadata,
+        file.partition_values.clone(),
+        tags,
+    ));
     Ok(out)
 }
 

@@ -444,6 +444,10 @@ pub fn erased_rows_outside_holds(
     } else {
         &["user_id", "raw"]
     };
+    tracing::debug!(
+        path,
+        "erased-user check decodes the file's user columns (no dictionary rules it out)"
+    );
     let batches = crate::files::decode(path, object.clone(), Some(cols), None)?;
     for b in batches {
         let Some(mask) = erased
