@@ -15,8 +15,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use std::sync::Arc;
+
+use arrow::array::NullBufferBuilder;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, RecordBatch, UInt32Array};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::{cast, concat_batches, filter_record_batch, take};
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use auditlake_schemas::TxnUpdate;
 use auditlake_schemas::erasure::load_erased;
@@ -461,7 +465,48 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
     keys.sort_unstable();
     let indices = UInt32Array::from_iter_values(keys.iter().map(|k| k.3));
     drop(keys);
-    Ok(take_record_batch(&batch, &indices)?)
+    gather(&batch, &indices)
+}
+
+/// `take_record_batch`, with list columns gathered through their child
+/// values in one `take` (arrow's list take extends row by row: it was 15%
+/// of an ingest's CPU for the two scope lists of `api_access`).
+fn gather(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_list_opt::<i32>() {
+            Some(list) => take_list(list, indices),
+            None => Ok(take(c.as_ref(), indices, None)?),
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// The rows `indices` (no nulls) of `list`.
+fn take_list(list: &ListArray, indices: &UInt32Array) -> Result<ArrayRef> {
+    let offsets = list.value_offsets();
+    let mut child: Vec<u32> = Vec::with_capacity(list.values().len());
+    let mut new_offsets: Vec<i32> = Vec::with_capacity(indices.len() + 1);
+    new_offsets.push(0);
+    let mut nulls = NullBufferBuilder::new(indices.len());
+    for &i in indices.values() {
+        let i = i as usize;
+        nulls.append(list.is_valid(i));
+        child.extend(offsets[i] as u32..offsets[i + 1] as u32);
+        new_offsets.push(child.len() as i32);
+    }
+    let values = take(list.values().as_ref(), &UInt32Array::from(child), None)?;
+    let field = match list.data_type() {
+        DataType::List(f) => f.clone(),
+        other => unreachable!("a list array of type {other}"),
+    };
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        OffsetBuffer::new(new_offsets.into()),
+        values,
+        nulls.finish(),
+    )?))
 }
 
 /// The rank of each row's value of a string column among its distinct values
@@ -503,7 +548,6 @@ mod tests {
     use arrow::array::{Date32Array, StringArray, TimestampMicrosecondArray};
     use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
     use arrow::datatypes::{Field, Schema, TimeUnit};
-    use std::sync::Arc;
 
     fn batch(rows: &[(i32, &str, Option<&str>, i64)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -581,5 +625,36 @@ mod tests {
             })
             .collect();
         assert_eq!(cluster(pending).unwrap(), expected);
+    }
+
+    /// The list gather equals arrow's `take`, nulls and empty lists included.
+    #[test]
+    fn list_gather_matches_take() {
+        use arrow::array::{ListBuilder, StringBuilder};
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for i in 0..200 {
+            match i % 5 {
+                0 => b.append_null(),
+                1 => b.append(true),
+                _ => {
+                    for j in 0..i % 4 {
+                        b.values().append_value(format!("s{i}-{j}"));
+                    }
+                    b.append(true);
+                }
+            }
+        }
+        let list: ArrayRef = Arc::new(b.finish());
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "l",
+            list.data_type().clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![list]).unwrap();
+        let indices = UInt32Array::from_iter_values((0..200).rev().step_by(3).chain([7, 7, 0]));
+        assert_eq!(
+            gather(&batch, &indices).unwrap(),
+            take_record_batch(&batch, &indices).unwrap()
+        );
     }
 }

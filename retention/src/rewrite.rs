@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::files::{self, DataFile};
 use crate::splice;
 use crate::{Error, Result};
+use auditlake_schemas::datafile;
 use auditlake_schemas::lake::WriteOptions;
 
 /// What to do with one file.
@@ -360,7 +361,7 @@ async fn filter_file(
     }
     let spliced = splice::splice(&src, &keep, opts.writer_properties()?, REWRITE_BATCH_ROWS)?;
     drop(src);
-    let path = splice::new_file_path(&file.partition_dir());
+    let path = datafile::new_file_path(&file.partition_dir());
     let size = spliced.bytes.len() as u64;
     let location = object_store::path::Path::parse(&path)
         .map_err(|e| Error::Internal(format!("new file path {path}: {e}")))?;
@@ -375,7 +376,7 @@ async fn filter_file(
     });
     out.rows_rewritten += spliced.rows;
     out.bytes_written += size;
-    out.adds.push(splice::add_action(
+    out.adds.push(datafile::add_action(
         path,
         size,
         &spliced.metadata,

@@ -1,8 +1,9 @@
 //! Rewriting one data file without some of its rows: row groups that lose
 //! no row are copied byte for byte (pages, statistics, page index); only the
 //! row groups that lose rows are decoded and encoded again. The new file's
-//! Delta statistics come from its row groups' statistics, as delta-rs
-//! computes them, so they never keep a bound of a removed row.
+//! Delta statistics come from its row groups' statistics
+//! ([`delta_stats`](auditlake_schemas::datafile::delta_stats)), so they
+//! never keep a bound of a removed row.
 //!
 //! ```text
 //! source row groups:  [rg0 keep] [rg1 loses rows] [rg2 keep] [rg3 loses all]
@@ -14,29 +15,19 @@
 //! holds one user in one or two row groups: erasing that user re-encodes a
 //! few thousand rows and copies the rest.
 
-use std::collections::HashMap;
-
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::compute::concat;
 use bytes::Bytes;
-use chrono::{DateTime, Timelike};
 use deltalake::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use deltalake::parquet::arrow::arrow_writer::{ArrowWriter, compute_leaves};
-use deltalake::parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
 use deltalake::parquet::column::writer::ColumnCloseResult;
 use deltalake::parquet::file::metadata::PageIndexPolicy;
 use deltalake::parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
 use deltalake::parquet::file::properties::WriterProperties;
-use deltalake::parquet::file::statistics::Statistics;
-use serde_json::{Map, Value};
 
 use crate::{Error, Result};
-
-/// Columns whose statistics Delta records by default
-/// (`delta.dataSkippingNumIndexedCols`).
-const INDEXED_COLUMNS: usize = 32;
 
 /// A data file read for a rewrite: its bytes and parsed footer (with the
 /// page index, which copied row groups keep).
@@ -248,166 +239,6 @@ pub fn splice(
     })
 }
 
-/// The Delta statistics (`numRecords`, `minValues`, `maxValues`,
-/// `nullCount`) of a file from its footer, as delta-rs writes them: the
-/// first [`INDEXED_COLUMNS`] top-level columns, no list or binary columns,
-/// timestamps to the millisecond.
-pub fn delta_stats(meta: &ParquetMetaData) -> String {
-    let schema = meta.file_metadata().schema_descr();
-    let (mut mins, mut maxs, mut nulls) = (Map::new(), Map::new(), Map::new());
-    let mut tops: Vec<String> = Vec::new();
-    for (idx, col) in schema.columns().iter().enumerate() {
-        let top = col.path().parts()[0].clone();
-        if !tops.contains(&top) {
-            if tops.len() >= INDEXED_COLUMNS {
-                break;
-            }
-            tops.push(top);
-        }
-        if col.max_rep_level() > 0 || col.path().parts().len() != 1 {
-            continue;
-        }
-        let logical = col.logical_type_ref();
-        if col.physical_type() == PhysicalType::BYTE_ARRAY
-            && !matches!(logical, Some(LogicalType::String))
-        {
-            continue;
-        }
-        let mut agg: Option<(Option<Bound>, Option<Bound>, u64)> = Some((None, None, 0));
-        for rg in meta.row_groups() {
-            let Some(s) = rg.column(idx).statistics() else {
-                agg = None;
-                break;
-            };
-            let Some((lo, hi, n)) = agg.as_mut() else {
-                break;
-            };
-            *n += s.null_count_opt().unwrap_or(0);
-            if let (Some(a), Some(b)) = (Bound::of(s, true), Bound::of(s, false)) {
-                if lo.as_ref().is_none_or(|l| a < *l) {
-                    *lo = Some(a);
-                }
-                if hi.as_ref().is_none_or(|h| b > *h) {
-                    *hi = Some(b);
-                }
-            }
-        }
-        let Some((lo, hi, n)) = agg else { continue };
-        let name = col.name().to_string();
-        if let Some(v) = lo.and_then(|b| b.json(logical)) {
-            mins.insert(name.clone(), v);
-        }
-        if let Some(v) = hi.and_then(|b| b.json(logical)) {
-            maxs.insert(name.clone(), v);
-        }
-        nulls.insert(name, Value::from(n));
-    }
-    let mut stats = Map::new();
-    stats.insert(
-        "numRecords".into(),
-        Value::from(meta.file_metadata().num_rows()),
-    );
-    stats.insert("minValues".into(), Value::Object(mins));
-    stats.insert("maxValues".into(), Value::Object(maxs));
-    stats.insert("nullCount".into(), Value::Object(nulls));
-    Value::Object(stats).to_string()
-}
-
-/// A column chunk's min or max.
-#[derive(Debug, Clone, PartialEq, PartialOrd)]
-enum Bound {
-    Bool(bool),
-    I32(i32),
-    I64(i64),
-    F32(f32),
-    F64(f64),
-    Bytes(Vec<u8>),
-}
-
-impl Bound {
-    fn of(s: &Statistics, min: bool) -> Option<Self> {
-        macro_rules! pick {
-            ($v:expr) => {
-                if min { $v.min_opt() } else { $v.max_opt() }
-            };
-        }
-        Some(match s {
-            Statistics::Boolean(v) => Self::Bool(*pick!(v)?),
-            Statistics::Int32(v) => Self::I32(*pick!(v)?),
-            Statistics::Int64(v) => Self::I64(*pick!(v)?),
-            Statistics::Float(v) => Self::F32(*pick!(v)?),
-            Statistics::Double(v) => Self::F64(*pick!(v)?),
-            Statistics::ByteArray(v) => Self::Bytes(pick!(v)?.data().to_vec()),
-            _ => return None,
-        })
-    }
-
-    fn json(self, logical: Option<&LogicalType>) -> Option<Value> {
-        Some(match (self, logical) {
-            (Self::Bool(b), _) => Value::Bool(b),
-            (Self::I32(d), Some(LogicalType::Date)) => {
-                let day = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
-                    .checked_add_signed(chrono::TimeDelta::days(i64::from(d)))?;
-                Value::from(day.format("%Y-%m-%d").to_string())
-            }
-            (Self::I32(v), _) => Value::from(v),
-            (Self::I64(v), Some(LogicalType::Timestamp(ts))) => {
-                let t = match ts.unit {
-                    TimeUnit::MILLIS => DateTime::from_timestamp_millis(v),
-                    TimeUnit::MICROS => DateTime::from_timestamp_micros(v),
-                    TimeUnit::NANOS => Some(DateTime::from_timestamp_nanos(v)),
-                }?
-                .naive_utc();
-                let format = if t.nanosecond() == 0 {
-                    "%Y-%m-%dT%H:%M:%SZ"
-                } else {
-                    "%Y-%m-%dT%H:%M:%S%.3fZ"
-                };
-                Value::from(t.format(format).to_string())
-            }
-            (Self::I64(v), _) => Value::from(v),
-            (Self::F32(v), _) => Value::from(v),
-            (Self::F64(v), _) => Value::from(v),
-            (Self::Bytes(b), _) => Value::from(String::from_utf8(b).ok()?),
-        })
-    }
-}
-
-/// An `add` action for a file written beside `like` (same partition):
-/// `path` relative to the table root, its size and footer.
-pub fn add_action(
-    path: String,
-    size: u64,
-    meta: &ParquetMetaData,
-    partition_values: HashMap<String, Option<String>>,
-    tags: Option<HashMap<String, Option<String>>>,
-) -> deltalake::kernel::Add {
-    deltalake::kernel::Add {
-        path,
-        partition_values,
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        modification_time: chrono::Utc::now().timestamp_millis(),
-        data_change: true,
-        stats: Some(delta_stats(meta)),
-        tags,
-        deletion_vector: None,
-        base_row_id: None,
-        default_row_commit_version: None,
-        clustering_provider: None,
-    }
-}
-
-/// A new data file's path in the partition directory `partition` (empty:
-/// the table root), named as delta-rs names them.
-pub fn new_file_path(partition: &str) -> String {
-    let name = format!("part-00000-{}-c000.zstd.parquet", uuid::Uuid::new_v4());
-    if partition.is_empty() {
-        name
-    } else {
-        format!("{partition}/{name}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,19 +362,20 @@ mod tests {
             Keep::Rows(BooleanArray::from(mask[50..].to_vec())),
         ];
         let out = splice(&src, &keep, WriterProperties::default(), 64).unwrap();
-        let stats: Value = serde_json::from_str(&delta_stats(&out.metadata)).unwrap();
-        assert_eq!(stats["numRecords"], Value::from(out.rows));
+        let stats: serde_json::Value =
+            serde_json::from_str(&auditlake_schemas::datafile::delta_stats(&out.metadata)).unwrap();
+        assert_eq!(stats["numRecords"], serde_json::Value::from(out.rows));
         assert_eq!(stats["minValues"]["user_id"], "u-0001");
         assert_eq!(stats["maxValues"]["user_id"], "u-0008");
         assert_eq!(
             stats["nullCount"]["user_id"],
-            Value::from((0..100).filter(|i| i % 7 == 0).count())
+            serde_json::Value::from((0..100).filter(|i| i % 7 == 0).count())
         );
         // Row 0 has no user (kept): the minimum of the other columns stays;
         // the maximum is row 98 (no user), timestamps cut to milliseconds.
-        assert_eq!(stats["minValues"]["n"], Value::from(0));
+        assert_eq!(stats["minValues"]["n"], serde_json::Value::from(0));
         assert_eq!(stats["minValues"]["t"], "2023-11-14T22:13:20Z");
-        assert_eq!(stats["maxValues"]["n"], Value::from(98));
+        assert_eq!(stats["maxValues"]["n"], serde_json::Value::from(98));
         assert_eq!(stats["maxValues"]["t"], "2023-11-14T22:13:20.147Z");
     }
 }

@@ -52,6 +52,14 @@ pub enum Error {
     #[error("erasure key: {0}")]
     ErasureKey(String),
 
+    /// Encoding a data file failed.
+    #[error("writing a data file of `{table}`: {source}")]
+    Parquet {
+        table: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
     /// The object store failed.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),

@@ -20,16 +20,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::basic::{Compression, Encoding, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use url::Url;
 
+use crate::datafile;
 use crate::tables::PARTITION_COLUMN;
 use crate::{Error, Result, delta_error_is_retryable};
 
@@ -350,6 +354,9 @@ impl Lake {
     ) -> Result<AppendOutcome> {
         let props = opts.writer_properties()?;
         let mut attempt = 0u32;
+        // Appends of date-sorted rows to an existing table: files written
+        // once by [`Lake::write_files`], committed by each attempt.
+        let mut own_files: Option<Vec<Add>> = None;
         loop {
             attempt += 1;
             let current = match self.table(table).await? {
@@ -363,6 +370,9 @@ impl Lake {
                 match txn_state(&current, table, &txns).await? {
                     TxnState::Pending => {}
                     TxnState::Committed => {
+                        if let Some(adds) = &own_files {
+                            discard_unreferenced(&current, adds).await;
+                        }
                         return Ok(AppendOutcome {
                             table: current,
                             version: None,
@@ -371,12 +381,46 @@ impl Lake {
                         });
                     }
                     TxnState::Fenced(app_id, theirs, ours) => {
+                        if let Some(adds) = &own_files {
+                            discard_unreferenced(&current, adds).await;
+                        }
                         return Err(Error::Fenced {
                             table: table.to_string(),
                             app_id,
                             theirs,
                             ours,
                         });
+                    }
+                }
+            }
+            if mode == SaveMode::Append
+                && current.version().is_some()
+                && own_files.is_none()
+                && batches
+                    .iter()
+                    .map(datafile::is_sorted_by_date)
+                    .collect::<Result<Vec<bool>>>()?
+                    .into_iter()
+                    .all(|sorted| sorted)
+            {
+                own_files = Some(self.write_files(table, &current, &batches, opts).await?);
+            }
+            if let Some(adds) = &own_files {
+                match commit_files(table, &current, adds, &txns).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(e) if e.is_retryable() && attempt < opts.commit_attempts => {
+                        let backoff = Duration::from_millis(50 * 2u64.pow(attempt.min(7)));
+                        tracing::warn!(table, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "commit failed, retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        // The commit may have landed before the error: only
+                        // files the reloaded log does not name go.
+                        if let Ok(Some(t)) = self.table(table).await {
+                            discard_unreferenced(&t, adds).await;
+                        }
+                        return Err(e);
                     }
                 }
             }
@@ -426,6 +470,84 @@ impl Lake {
         }
     }
 
+    /// Writes the rows of `batches` (each sorted by `date`) as data files of
+    /// `table`: one or more files per date, encoded in parallel (one per core).
+    async fn write_files(
+        &self,
+        name: &str,
+        table: &DeltaTable,
+        batches: &[RecordBatch],
+        opts: &WriteOptions,
+    ) -> Result<Vec<Add>> {
+        let props = opts.writer_properties()?;
+        let mut parts = Vec::new();
+        for batch in batches {
+            let Some(at) = batch.schema().index_of(PARTITION_COLUMN).ok() else {
+                return Err(Error::Internal(format!(
+                    "a batch for `{name}` without `{PARTITION_COLUMN}`"
+                )));
+            };
+            let mut data = batch.clone();
+            data.remove_column(at);
+            for (date, rows) in datafile::date_runs(batch)? {
+                parts.push((date, data.slice(rows.start, rows.len())));
+            }
+        }
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let store = table.object_store();
+        let written = futures::stream::iter(parts)
+            .map(|(date, part)| {
+                let (name, props, store) = (name.to_string(), props.clone(), store.clone());
+                let target = opts.target_file_size;
+                async move {
+                    let files = tokio::task::spawn_blocking({
+                        let name = name.clone();
+                        move || datafile::encode(&name, &part, &props, target)
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
+                    let day = datafile::date_string(date);
+                    let mut adds = Vec::with_capacity(files.len());
+                    for f in files {
+                        let path = datafile::new_file_path(&format!("{PARTITION_COLUMN}={day}"));
+                        let size = f.bytes.len() as u64;
+                        store
+                            .put(
+                                &object_store::path::Path::from(path.as_str()),
+                                f.bytes.into(),
+                            )
+                            .await?;
+                        adds.push(datafile::add_action(
+                            path,
+                            size,
+                            &f.metadata,
+                            HashMap::from([(PARTITION_COLUMN.to_string(), Some(day.clone()))]),
+                            None,
+                        ));
+                    }
+                    Ok::<_, Error>(adds)
+                }
+            })
+            .buffered(parallelism)
+            .collect::<Vec<_>>()
+            .await;
+        let mut adds = Vec::new();
+        let mut failure = None;
+        for r in written {
+            match r {
+                Ok(a) => adds.extend(a),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            discard(table, &adds).await;
+            return Err(e);
+        }
+        Ok(adds)
+    }
+
     /// The version of an application transaction (e.g. the next Kafka offset of a
     /// partition) recorded in `table`, if any.
     pub async fn txn_version(&self, table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
@@ -443,6 +565,81 @@ enum TxnState {
     Pending,
     Committed,
     Fenced(String, i64, i64),
+}
+
+/// Commits `adds` (files written by [`Lake::write_files`]) and `txns` to
+/// `current` as one append.
+async fn commit_files(
+    name: &str,
+    current: &DeltaTable,
+    adds: &[Add],
+    txns: &[TxnUpdate],
+) -> Result<AppendOutcome> {
+    let snapshot = current
+        .snapshot()
+        .map_err(|e| Error::delta(name, "snapshot", e))?;
+    let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
+    actions.extend(
+        txns.iter()
+            .map(|t| Action::Txn(Transaction::new(&t.app_id, t.to))),
+    );
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .build(
+            Some(snapshot),
+            current.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: Some(vec![PARTITION_COLUMN.to_string()]),
+                predicate: None,
+            },
+        )
+        .await
+        .map_err(|e| Error::delta(name, "commit", e))?;
+    let version = done.version();
+    let mut table = current.clone();
+    table.state = Some(done.snapshot());
+    Ok(AppendOutcome {
+        table,
+        version: Some(version),
+        files: adds.len(),
+        bytes: adds
+            .iter()
+            .map(|a| u64::try_from(a.size).unwrap_or(0))
+            .sum(),
+    })
+}
+
+/// Deletes the files of `adds` that `table`'s snapshot does not reference
+/// (written, never committed: a later verify would report them).
+async fn discard_unreferenced(table: &DeltaTable, adds: &[Add]) {
+    let referenced: std::collections::HashSet<String> = match table.snapshot() {
+        Ok(s) => s.log_data().iter().map(|f| f.path().to_string()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the table's files; uncommitted files stay for a sweep");
+            return;
+        }
+    };
+    let unreferenced: Vec<Add> = adds
+        .iter()
+        .filter(|a| !referenced.contains(&a.path))
+        .cloned()
+        .collect();
+    discard(table, &unreferenced).await;
+}
+
+/// Deletes data files written but not committed (a later verify would
+/// report them as unreferenced).
+async fn discard(table: &DeltaTable, adds: &[Add]) {
+    let store = table.object_store();
+    for a in adds {
+        if let Err(e) = store
+            .delete(&object_store::path::Path::from(a.path.as_str()))
+            .await
+        {
+            tracing::warn!(path = %a.path, error = %e, "cannot delete an uncommitted data file");
+        }
+    }
 }
 
 async fn txn_state(table: &DeltaTable, name: &str, txns: &[TxnUpdate]) -> Result<TxnState> {

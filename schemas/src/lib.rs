@@ -3,7 +3,8 @@
 //! The shared vocabulary of auditlake: the Arrow schemas of every lake table, the
 //! decoder that turns raw topic messages into Arrow (quarantining the bad ones),
 //! and the Delta plumbing every writer goes through (open/create a table, append
-//! with application transactions, retry on conflict).
+//! with application transactions, retry on conflict), including the data files
+//! auditlake encodes itself with their Delta statistics (`datafile`).
 //!
 //! ```text
 //! raw bytes --Decoder--> RecordBatch (+ quarantine rows) --Lake::append--> Delta commit
@@ -14,6 +15,7 @@
 
 mod error;
 
+pub mod datafile;
 pub mod decode;
 pub mod erasure;
 mod flat;

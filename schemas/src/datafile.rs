@@ -1,0 +1,344 @@
+//! Data files written by auditlake itself rather than by delta-rs's write
+//! operation: Parquet encoded with parquet-rs, put on the object store, and
+//! the Delta `add` action with statistics read from the file's own footer.
+//!
+//! ```text
+//! rows of one partition --encode--> Parquet file(s) of ~target size --put--> store
+//!                                   footer --delta_stats--> add action (numRecords, min, max, nullCount)
+//! ```
+//!
+//! Appends of rows already sorted by `date` skip delta-rs's partition split
+//! and repartitioning (each a copy of every column); retention's rewrites
+//! need the statistics of files they assemble from copied row groups.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Date32Type;
+use bytes::Bytes;
+use chrono::{DateTime, Timelike};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::Statistics;
+use serde_json::{Map, Value};
+
+use crate::tables::PARTITION_COLUMN;
+use crate::{Error, Result};
+
+/// Columns whose statistics Delta records by default
+/// (`delta.dataSkippingNumIndexedCols`).
+const INDEXED_COLUMNS: usize = 32;
+
+/// One encoded data file.
+pub struct EncodedFile {
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Its footer.
+    pub metadata: ParquetMetaData,
+}
+
+/// Encodes `batch` (without the partition column) into Parquet files of
+/// about `target_size` bytes each (at least one file, cut between row
+/// groups of `props`).
+pub fn encode(
+    table: &str,
+    batch: &RecordBatch,
+    props: &WriterProperties,
+    target_size: u64,
+) -> Result<Vec<EncodedFile>> {
+    let pq = |source| Error::Parquet {
+        table: table.to_string(),
+        source,
+    };
+    let step = props
+        .max_row_group_row_count()
+        .unwrap_or(batch.num_rows())
+        .max(1);
+    let mut out = Vec::new();
+    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+    let mut at = 0;
+    while at < batch.num_rows() || (out.is_empty() && writer.is_none()) {
+        let w = match writer.as_mut() {
+            Some(w) => w,
+            None => writer.insert(
+                ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props.clone()))
+                    .map_err(pq)?,
+            ),
+        };
+        let n = step.min(batch.num_rows() - at);
+        w.write(&batch.slice(at, n)).map_err(pq)?;
+        at += n;
+        let full = (w.bytes_written() + w.in_progress_size()) as u64 >= target_size;
+        if full || at >= batch.num_rows() {
+            let mut w = writer.take().expect("a writer");
+            let metadata = w.finish().map_err(pq)?;
+            out.push(EncodedFile {
+                bytes: Bytes::from(std::mem::take(w.inner_mut())),
+                metadata,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Runs of rows with the same `date`, in order: `(date, rows)`. `batch` must
+/// be sorted by `date` (see [`is_sorted_by_date`]).
+pub fn date_runs(batch: &RecordBatch) -> Result<Vec<(i32, Range<usize>)>> {
+    let dates = date_column(batch)?;
+    let mut runs: Vec<(i32, Range<usize>)> = Vec::new();
+    for (i, d) in dates.values().iter().enumerate() {
+        match runs.last_mut() {
+            Some((last, r)) if last == d => r.end = i + 1,
+            _ => runs.push((*d, i..i + 1)),
+        }
+    }
+    Ok(runs)
+}
+
+/// Whether `batch`'s `date` column never decreases.
+pub fn is_sorted_by_date(batch: &RecordBatch) -> Result<bool> {
+    let dates = date_column(batch)?;
+    Ok(dates.null_count() == 0 && dates.values().windows(2).all(|w| w[0] <= w[1]))
+}
+
+fn date_column(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<Date32Type>> {
+    batch
+        .column_by_name(PARTITION_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<Date32Type>())
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "a batch without a Date32 `{PARTITION_COLUMN}` column"
+            ))
+        })
+}
+
+/// `YYYY-MM-DD` of days since the epoch.
+pub fn date_string(days: i32) -> String {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|d| d.checked_add_signed(chrono::TimeDelta::days(i64::from(days))))
+        .map_or_else(|| days.to_string(), |d| d.format("%Y-%m-%d").to_string())
+}
+
+/// The Delta statistics (`numRecords`, `minValues`, `maxValues`,
+/// `nullCount`) of a file from its footer, as delta-rs writes them: the
+/// first [`INDEXED_COLUMNS`] top-level columns, no list or binary columns,
+/// timestamps to the millisecond.
+pub fn delta_stats(meta: &ParquetMetaData) -> String {
+    let schema = meta.file_metadata().schema_descr();
+    let (mut mins, mut maxs, mut nulls) = (Map::new(), Map::new(), Map::new());
+    let mut tops: Vec<String> = Vec::new();
+    for (idx, col) in schema.columns().iter().enumerate() {
+        let top = col.path().parts()[0].clone();
+        if !tops.contains(&top) {
+            if tops.len() >= INDEXED_COLUMNS {
+                break;
+            }
+            tops.push(top);
+        }
+        if col.max_rep_level() > 0 || col.path().parts().len() != 1 {
+            continue;
+        }
+        let logical = col.logical_type_ref();
+        if col.physical_type() == PhysicalType::BYTE_ARRAY
+            && !matches!(logical, Some(LogicalType::String))
+        {
+            continue;
+        }
+        let mut agg: Option<(Option<Bound>, Option<Bound>, u64)> = Some((None, None, 0));
+        for rg in meta.row_groups() {
+            let Some(s) = rg.column(idx).statistics() else {
+                agg = None;
+                break;
+            };
+            let Some((lo, hi, n)) = agg.as_mut() else {
+                break;
+            };
+            *n += s.null_count_opt().unwrap_or(0);
+            if let (Some(a), Some(b)) = (Bound::of(s, true), Bound::of(s, false)) {
+                if lo.as_ref().is_none_or(|l| a < *l) {
+                    *lo = Some(a);
+                }
+                if hi.as_ref().is_none_or(|h| b > *h) {
+                    *hi = Some(b);
+                }
+            }
+        }
+        let Some((lo, hi, n)) = agg else { continue };
+        let name = col.name().to_string();
+        if let Some(v) = lo.and_then(|b| b.json(logical)) {
+            mins.insert(name.clone(), v);
+        }
+        if let Some(v) = hi.and_then(|b| b.json(logical)) {
+            maxs.insert(name.clone(), v);
+        }
+        nulls.insert(name, Value::from(n));
+    }
+    let mut stats = Map::new();
+    stats.insert(
+        "numRecords".into(),
+        Value::from(meta.file_metadata().num_rows()),
+    );
+    stats.insert("minValues".into(), Value::Object(mins));
+    stats.insert("maxValues".into(), Value::Object(maxs));
+    stats.insert("nullCount".into(), Value::Object(nulls));
+    Value::Object(stats).to_string()
+}
+
+/// A column chunk's min or max.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Bound {
+    Bool(bool),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bytes(Vec<u8>),
+}
+
+impl Bound {
+    fn of(s: &Statistics, min: bool) -> Option<Self> {
+        macro_rules! pick {
+            ($v:expr) => {
+                if min { $v.min_opt() } else { $v.max_opt() }
+            };
+        }
+        Some(match s {
+            Statistics::Boolean(v) => Self::Bool(*pick!(v)?),
+            Statistics::Int32(v) => Self::I32(*pick!(v)?),
+            Statistics::Int64(v) => Self::I64(*pick!(v)?),
+            Statistics::Float(v) => Self::F32(*pick!(v)?),
+            Statistics::Double(v) => Self::F64(*pick!(v)?),
+            Statistics::ByteArray(v) => Self::Bytes(pick!(v)?.data().to_vec()),
+            _ => return None,
+        })
+    }
+
+    fn json(self, logical: Option<&LogicalType>) -> Option<Value> {
+        Some(match (self, logical) {
+            (Self::Bool(b), _) => Value::Bool(b),
+            (Self::I32(d), Some(LogicalType::Date)) => {
+                let day = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
+                    .checked_add_signed(chrono::TimeDelta::days(i64::from(d)))?;
+                Value::from(day.format("%Y-%m-%d").to_string())
+            }
+            (Self::I32(v), _) => Value::from(v),
+            (Self::I64(v), Some(LogicalType::Timestamp(ts))) => {
+                let t = match ts.unit {
+                    TimeUnit::MILLIS => DateTime::from_timestamp_millis(v),
+                    TimeUnit::MICROS => DateTime::from_timestamp_micros(v),
+                    TimeUnit::NANOS => Some(DateTime::from_timestamp_nanos(v)),
+                }?
+                .naive_utc();
+                let format = if t.nanosecond() == 0 {
+                    "%Y-%m-%dT%H:%M:%SZ"
+                } else {
+                    "%Y-%m-%dT%H:%M:%S%.3fZ"
+                };
+                Value::from(t.format(format).to_string())
+            }
+            (Self::I64(v), _) => Value::from(v),
+            (Self::F32(v), _) => Value::from(v),
+            (Self::F64(v), _) => Value::from(v),
+            (Self::Bytes(b), _) => Value::from(String::from_utf8(b).ok()?),
+        })
+    }
+}
+
+/// An `add` action for a file written beside `like` (same partition):
+/// `path` relative to the table root, its size and footer.
+pub fn add_action(
+    path: String,
+    size: u64,
+    meta: &ParquetMetaData,
+    partition_values: HashMap<String, Option<String>>,
+    tags: Option<HashMap<String, Option<String>>>,
+) -> deltalake::kernel::Add {
+    deltalake::kernel::Add {
+        path,
+        partition_values,
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change: true,
+        stats: Some(delta_stats(meta)),
+        tags,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
+}
+
+/// A new data file's path in the partition directory `partition` (empty:
+/// the table root), named as delta-rs names them.
+pub fn new_file_path(partition: &str) -> String {
+    let name = format!("part-00000-{}-c000.zstd.parquet", uuid::Uuid::new_v4());
+    if partition.is_empty() {
+        name
+    } else {
+        format!("{partition}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Date32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(dates: &[i32]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new(PARTITION_COLUMN, DataType::Date32, false),
+        ]));
+        let users: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..dates.len()).map(|i| (i % 3 != 0).then(|| format!("u-{i:05}"))),
+        ));
+        let dates: ArrayRef = Arc::new(Date32Array::from(dates.to_vec()));
+        RecordBatch::try_new(schema, vec![users, dates]).unwrap()
+    }
+
+    #[test]
+    fn runs_of_dates() {
+        let b = batch(&[3, 3, 4, 9, 9, 9]);
+        assert!(is_sorted_by_date(&b).unwrap());
+        assert_eq!(
+            date_runs(&b).unwrap(),
+            vec![(3, 0..2), (4, 2..3), (9, 3..6)]
+        );
+        assert!(!is_sorted_by_date(&batch(&[4, 3])).unwrap());
+        assert_eq!(date_string(0), "1970-01-01");
+        assert_eq!(date_string(20_423), "2025-12-01");
+    }
+
+    #[test]
+    fn encode_cuts_files_at_the_target_and_states_their_rows() {
+        let mut b = batch(&vec![7; 10_000]);
+        b.remove_column(1);
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1_000))
+            .build();
+        let one = encode("t", &b, &props, u64::MAX).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].metadata.file_metadata().num_rows(), 10_000);
+        assert_eq!(one[0].metadata.row_groups().len(), 10);
+        let many = encode("t", &b, &props, 20_000).unwrap();
+        assert!(many.len() > 1, "{} files", many.len());
+        let rows: i64 = many
+            .iter()
+            .map(|f| f.metadata.file_metadata().num_rows())
+            .sum();
+        assert_eq!(rows, 10_000);
+        let stats: Value = serde_json::from_str(&delta_stats(&many[0].metadata)).unwrap();
+        assert_eq!(stats["minValues"]["user_id"], "u-00001");
+        let n = many[0].metadata.file_metadata().num_rows();
+        assert_eq!(stats["nullCount"]["user_id"].as_i64().unwrap(), (n + 2) / 3);
+        // An empty batch still makes one (empty) file.
+        let none = encode("t", &b.slice(0, 0), &props, 1).unwrap();
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].metadata.file_metadata().num_rows(), 0);
+    }
+}
