@@ -89,11 +89,13 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// per command. Queries (sql, detect, serve, retention) keep it a second:
 /// they free and reallocate large hash tables and buffers, and returning
 /// them at once costs the kernel's page zeroing again. Ingest keeps it
-/// 100 ms: with 1 s (and huge pages) its peak RSS grew with the input
-/// (1338 MiB at 50M events) past the `--memory-limit` it promises, with 0
-/// it spent 7.7 of 19.4 s in the kernel (5M events, one core); 100 ms ran
-/// that in 15.0-16.1 s at 494-516 MiB, and 50M events at 811 MiB of the
-/// 1 GiB default. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// 20 ms: freed memory kept counts against the `--memory-limit` it
+/// promises. With 1 s (and huge pages) its peak RSS grew to 1338 MiB at
+/// 50M events; with 100 ms to 1019-1049 MiB once its flushes got faster;
+/// with 20 ms 947 MiB (498k events/s on two cores), with 0 766 MiB but
+/// slower (361k/s; on one core 5M events in 15.8 s against 12.7 s at 20 ms
+/// and 11.8 s at 100 ms, the kernel zeroing pages returned too early).
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 ///
 /// No transparent huge pages for the memory mimalloc maps from here on
 /// (mimalloc asks for them with `madvise` by default): the kernel zeroes a
@@ -118,7 +120,7 @@ fn tune_allocator(command: &Command) {
         return;
     }
     let delay_ms = match command {
-        Command::Ingest(_) | Command::Demo(_) => 100,
+        Command::Ingest(_) | Command::Demo(_) => 20,
         _ => 1000,
     };
     // SAFETY: sets a process-wide integer option; any value is valid.

@@ -299,19 +299,17 @@ fn read_and_decode(
     let mut line_no = 0u64;
     let mut eof = false;
     while !eof {
-        // Fill the buffer to at least CHUNK_BYTES or EOF.
-        let start_len = buf.len();
-        buf.resize(start_len + CHUNK_BYTES, 0);
-        let mut filled = start_len;
-        while filled < buf.len() {
-            let n = file.read(&mut buf[filled..]).map_err(io_err)?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            filled += n;
+        // Add CHUNK_BYTES or up to EOF (`read_to_end` reads into the spare
+        // capacity without zeroing it first).
+        buf.reserve(CHUNK_BYTES);
+        let want = CHUNK_BYTES as u64;
+        let got = (&mut file)
+            .take(want)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
+        if (got as u64) < want {
+            eof = true;
         }
-        buf.truncate(filled);
         // Process complete lines; keep a trailing partial line unless at EOF.
         let end = if eof {
             buf.len()

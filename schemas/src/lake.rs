@@ -5,9 +5,12 @@
 //! Lake::open("s3://bucket/lake") -> Lake
 //!   .table("api_access")          -> Option<DeltaTable>   (None: never written)
 //!   .append("api_access", batches, txns, opts)
-//!        write zstd Parquet, partitioned by `date`
+//!        write zstd Parquet, partitioned by `date`: rows sorted by date into an
+//!          existing table -> files encoded here, one+ per date (`datafile`);
+//!          otherwise (a table's first commit, unsorted rows) delta-rs's write
 //!        + Delta `txn` actions (Kafka offsets) in the same commit
 //!        conflict? reload, check the txns were not committed meanwhile, retry
+//!          (the files already written are committed again, not rewritten)
 //! ```
 //!
 //! Supported roots: a local path or `file://` URL, `s3://` (endpoint and keys from
