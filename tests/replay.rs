@@ -1,11 +1,12 @@
 //! End-to-end: erase a user, then replay the whole Kafka topic from offset 0
 //! into the same lake: the user stays absent, everyone else exactly once.
+//! On a local lake and on s3s-fs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use auditlake_testkit::Broker;
+use auditlake_testkit::{Broker, S3Server};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -51,51 +52,88 @@ async fn produce(brokers: &str, topic: &str, lines: Vec<String>) {
     }
 }
 
-fn auditlake(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("AUDITLAKE_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "auditlake {args:?} failed");
-    String::from_utf8(out.stdout).unwrap()
+/// Where the lake lives: a local directory, or a bucket on s3s-fs.
+struct Place {
+    dir: tempfile::TempDir,
+    s3: Option<S3Server>,
 }
 
-fn n(lake: &Path, query: &str) -> i64 {
-    let out = auditlake(&[
-        "sql",
-        "--format",
-        "json",
-        "--lake",
-        lake.to_str().unwrap(),
-        query,
-    ]);
-    serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["n"]
-        .as_i64()
-        .unwrap()
-}
+impl Place {
+    fn lake(&self) -> String {
+        match &self.s3 {
+            Some(s3) => s3.lake_url("lake"),
+            None => self.dir.path().join("lake").display().to_string(),
+        }
+    }
 
-fn ingest_to_idle(lake: &Path, brokers: &str, group: &str, extra: &[&str]) {
-    let mut args = vec![
-        "ingest",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--brokers",
-        brokers,
-        "--group",
-        group,
-        "--flush-interval",
-        "1s",
-        "--stop-when-idle",
-        "4s",
-    ];
-    args.extend(extra);
-    auditlake(&args);
+    /// The lake's objects as files (s3s-fs keeps each object as a file).
+    fn root_on_disk(&self) -> PathBuf {
+        match &self.s3 {
+            Some(s3) => s3.root().unwrap().join(s3.bucket()).join("lake"),
+            None => self.dir.path().join("lake"),
+        }
+    }
+
+    fn auditlake(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("AUDITLAKE_LOG", "warn")
+            .env("AUDITLAKE_LAKE", self.lake())
+            .stderr(Stdio::inherit());
+        if let Some(s3) = &self.s3 {
+            cmd.envs(s3.env());
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "auditlake {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn n(&self, query: &str) -> i64 {
+        let out = self.auditlake(&["sql", "--format", "json", query]);
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["n"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn ingest_to_idle(&self, brokers: &str, group: &str, extra: &[&str]) {
+        let mut args = vec![
+            "ingest",
+            "--brokers",
+            brokers,
+            "--group",
+            group,
+            "--flush-interval",
+            "1s",
+            "--stop-when-idle",
+            "4s",
+        ];
+        args.extend(extra);
+        self.auditlake(&args);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back() {
+async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back_local() {
+    replay_after_erase(Place {
+        dir: tempfile::tempdir().unwrap(),
+        s3: None,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back_s3() {
+    if auditlake_testkit::skip_services("replay on s3s-fs") {
+        return;
+    }
+    replay_after_erase(Place {
+        dir: tempfile::tempdir().unwrap(),
+        s3: Some(S3Server::start().expect("start s3s-fs")),
+    })
+    .await;
+}
+
+async fn replay_after_erase(place: Place) {
     let broker = Broker::start().expect("start tansu");
     for t in ["api-access", "grants", "apps", "deletions"] {
         broker.create_topic(t, 2).unwrap();
@@ -104,71 +142,63 @@ async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back() {
     let total = 3000;
     produce(&brokers, "api-access", (0..total).map(access).collect()).await;
     produce(&brokers, "grants", (0..USERS * 2).map(grant).collect()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    ingest_to_idle(&lake, &brokers, "first", &[]);
+    place.ingest_to_idle(&brokers, "first", &[]);
     assert_eq!(
-        n(&lake, "SELECT count(*) AS n FROM api_access"),
+        place.n("SELECT count(*) AS n FROM api_access"),
         total as i64
     );
     let victim = "user-005";
-    let theirs = n(
-        &lake,
-        &format!("SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}'"),
-    );
-    let their_grants = n(
-        &lake,
-        &format!("SELECT count(*) AS n FROM grants WHERE user_id = '{victim}'"),
-    );
+    let theirs = place.n(&format!(
+        "SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}'"
+    ));
+    let their_grants = place.n(&format!(
+        "SELECT count(*) AS n FROM grants WHERE user_id = '{victim}'"
+    ));
     assert!(theirs > 0 && their_grants > 0);
 
-    auditlake(&[
+    place.auditlake(&[
         "retention",
         "erase",
-        "--lake",
-        lake.to_str().unwrap(),
         "--user",
         victim,
         "--reason",
         "user_request",
     ]);
-    let after_erase = n(&lake, "SELECT count(*) AS n FROM api_access");
+    let after_erase = place.n("SELECT count(*) AS n FROM api_access");
     assert_eq!(after_erase, total as i64 - theirs);
 
     // Replay both topics from offset 0, with a new group.
-    ingest_to_idle(&lake, &brokers, "replay", &["--replay-from-beginning"]);
+    place.ingest_to_idle(&brokers, "replay", &["--replay-from-beginning"]);
     assert_eq!(
-        n(
-            &lake,
-            &format!("SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}'")
-        ),
+        place.n(&format!(
+            "SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}'"
+        )),
         0
     );
     assert_eq!(
-        n(
-            &lake,
-            &format!("SELECT count(*) AS n FROM grants WHERE user_id = '{victim}'")
-        ),
+        place.n(&format!(
+            "SELECT count(*) AS n FROM grants WHERE user_id = '{victim}'"
+        )),
         0
     );
+    assert_eq!(place.n("SELECT count(*) AS n FROM api_access"), after_erase);
     assert_eq!(
-        n(&lake, "SELECT count(*) AS n FROM api_access"),
+        place.n("SELECT count(DISTINCT event_id) AS n FROM api_access"),
         after_erase
     );
     assert_eq!(
-        n(
-            &lake,
-            "SELECT count(DISTINCT event_id) AS n FROM api_access"
-        ),
-        after_erase
-    );
-    assert_eq!(
-        n(&lake, "SELECT count(*) AS n FROM grants"),
+        place.n("SELECT count(*) AS n FROM grants"),
         (USERS * 2) as i64 - their_grants
     );
     // And the erased id is in no object under the lake root.
+    let root = place.root_on_disk();
+    assert!(
+        root.join("api_access").is_dir(),
+        "no lake at {}",
+        root.display()
+    );
     let mut found = Vec::new();
-    scan(&lake, victim.as_bytes(), &mut found);
+    scan(&root, victim.as_bytes(), &mut found);
     assert!(found.is_empty(), "erased id found in {found:?}");
 }
 
