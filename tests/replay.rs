@@ -2,11 +2,11 @@
 //! into the same lake: the user stays absent, everyone else exactly once.
 //! On a local lake and on s3s-fs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use auditlake_testkit::{Broker, S3Server};
+use auditlake_testkit::{Broker, LakePlace};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -53,36 +53,16 @@ async fn produce(brokers: &str, topic: &str, lines: Vec<String>) {
 }
 
 /// Where the lake lives: a local directory, or a bucket on s3s-fs.
-struct Place {
-    dir: tempfile::TempDir,
-    s3: Option<S3Server>,
-}
+struct Place(LakePlace);
 
 impl Place {
-    fn lake(&self) -> String {
-        match &self.s3 {
-            Some(s3) => s3.lake_url("lake"),
-            None => self.dir.path().join("lake").display().to_string(),
-        }
-    }
-
-    /// The lake's objects as files (s3s-fs keeps each object as a file).
-    fn root_on_disk(&self) -> PathBuf {
-        match &self.s3 {
-            Some(s3) => s3.root().unwrap().join(s3.bucket()).join("lake"),
-            None => self.dir.path().join("lake"),
-        }
-    }
-
     fn auditlake(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env("AUDITLAKE_LOG", "warn")
-            .env("AUDITLAKE_LAKE", self.lake())
+            .env("AUDITLAKE_LAKE", self.0.lake())
+            .envs(self.0.env())
             .stderr(Stdio::inherit());
-        if let Some(s3) = &self.s3 {
-            cmd.envs(s3.env());
-        }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "auditlake {args:?} failed");
         String::from_utf8(out.stdout).unwrap()
@@ -114,23 +94,14 @@ impl Place {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back_local() {
-    replay_after_erase(Place {
-        dir: tempfile::tempdir().unwrap(),
-        s3: None,
-    })
-    .await;
+    replay_after_erase(Place(LakePlace::local())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_from_offset_zero_does_not_bring_an_erased_user_back_s3() {
-    if auditlake_testkit::skip_services("replay on s3s-fs") {
-        return;
+    if let Some(place) = LakePlace::s3("replay on s3s-fs") {
+        replay_after_erase(Place(place)).await;
     }
-    replay_after_erase(Place {
-        dir: tempfile::tempdir().unwrap(),
-        s3: Some(S3Server::start().expect("start s3s-fs")),
-    })
-    .await;
 }
 
 async fn replay_after_erase(place: Place) {
@@ -191,7 +162,7 @@ async fn replay_after_erase(place: Place) {
         (USERS * 2) as i64 - their_grants
     );
     // And the erased id is in no object under the lake root.
-    let root = place.root_on_disk();
+    let root = place.0.root_on_disk();
     assert!(
         root.join("api_access").is_dir(),
         "no lake at {}",

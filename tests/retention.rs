@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use auditlake_testkit::S3Server;
+use auditlake_testkit::{LakePlace, S3Server};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const BIN: &str = env!("CARGO_BIN_EXE_auditlake");
@@ -22,51 +22,29 @@ const VICTIM: &str = "user-0007";
 const NOW: &str = "2026-11-16T12:00:00Z";
 
 /// Where the lake lives: a local directory, or a prefix in an s3s-fs bucket.
-struct Place {
-    dir: tempfile::TempDir,
-    s3: Option<S3Server>,
+struct Place(LakePlace);
+
+impl std::ops::Deref for Place {
+    type Target = LakePlace;
+    fn deref(&self) -> &LakePlace {
+        &self.0
+    }
 }
 
 impl Place {
     fn local() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            s3: None,
-        }
+        Self(LakePlace::local())
     }
 
     fn s3() -> Option<Self> {
-        if auditlake_testkit::skip_services("retention on s3s-fs") {
-            return None;
-        }
-        Some(Self {
-            dir: tempfile::tempdir().unwrap(),
-            s3: Some(S3Server::start().expect("start s3s-fs")),
-        })
-    }
-
-    fn lake(&self) -> String {
-        match &self.s3 {
-            Some(s3) => s3.lake_url("lake"),
-            None => self.dir.path().join("lake").display().to_string(),
-        }
-    }
-
-    /// The lake's objects as files on disk (s3s-fs keeps each object as a file).
-    fn root_on_disk(&self) -> PathBuf {
-        match &self.s3 {
-            Some(s3) => s3.root().unwrap().join(s3.bucket()).join("lake"),
-            None => self.dir.path().join("lake"),
-        }
+        LakePlace::s3("retention on s3s-fs").map(Self)
     }
 
     fn cmd(&self) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.env("AUDITLAKE_LOG", "warn")
             .env("AUDITLAKE_LAKE", self.lake());
-        if let Some(s3) = &self.s3 {
-            cmd.envs(s3.env());
-        }
+        cmd.envs(self.env());
         cmd
     }
 
@@ -115,7 +93,7 @@ impl Place {
 
     /// Builds the fixture lake with `auditlake ingest --input`.
     fn ingest_fixture(&self) {
-        let data = self.dir.path().join("data");
+        let data = self.dir().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let mut args = vec!["ingest".to_string(), "--flush-rows".into(), "300".into()];
         for (topic, lines) in topics() {
@@ -327,7 +305,7 @@ fn erase_leaves_no_byte_s3() {
 /// the user are copied as encoded, the others re-encoded without them.
 fn erase_from_clustered_row_groups(place: &Place) {
     place.ingest_fixture();
-    let policy = place.dir.path().join("cluster.toml");
+    let policy = place.dir().join("cluster.toml");
     std::fs::write(
         &policy,
         "[clustering]\nmin_age = \"1d\"\ntarget_file_size = \"1MiB\"\nrow_group_rows = 16\n",
@@ -536,7 +514,7 @@ app = "app-2"
 
 fn sweep_with_hold(place: &Place) {
     place.ingest_fixture();
-    let policy = place.dir.path().join("policy.toml");
+    let policy = place.dir().join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
     let policy = policy.to_str().unwrap();
     let old = "date < DATE '2026-11-06'";
@@ -627,7 +605,7 @@ fn bad_policies_are_refused(place: &Place) {
             "",
         ),
     ] {
-        let path = place.dir.path().join("bad.toml");
+        let path = place.dir().join("bad.toml");
         std::fs::write(&path, text).unwrap();
         for verb in [
             vec!["retention", "sweep", "--now", NOW, "--policy"],
@@ -697,7 +675,7 @@ fn erase_under_hold(place: &Place) {
         "SELECT count(*) AS n FROM api_access WHERE user_id = '{VICTIM}' AND app_id = 'app-2'"
     ));
     assert!(held > 0);
-    let policy = place.dir.path().join("hold.toml");
+    let policy = place.dir().join("hold.toml");
     std::fs::write(&policy, HOLD_POLICY).unwrap();
     let policy = policy.to_str().unwrap();
 
@@ -760,7 +738,7 @@ fn erase_under_hold(place: &Place) {
     }
 
     // The hold is lifted: the next sweep finishes the erasure.
-    let lifted = place.dir.path().join("lifted.toml");
+    let lifted = place.dir().join("lifted.toml");
     std::fs::write(&lifted, "# inquiry closed\n").unwrap();
     let out = place.ok(&[
         "retention",
@@ -825,7 +803,7 @@ fn race_counts(place: &Place) -> BTreeMap<(String, String), u64> {
 
 /// Writes `lines` into a file of the place's directory; its path.
 fn write_lines(place: &Place, name: &str, lines: impl Iterator<Item = String>) -> String {
-    let path = place.dir.path().join(name);
+    let path = place.dir().join(name);
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     for l in lines {
         writeln!(f, "{l}").unwrap();
@@ -855,10 +833,7 @@ fn erase_and_sweep_beside_ingest_on_moto() {
     if auditlake_testkit::skip_services("erase_and_sweep_beside_ingest_on_moto") {
         return;
     }
-    let lake = Place {
-        dir: tempfile::tempdir().unwrap(),
-        s3: Some(S3Server::start_moto().expect("start moto")),
-    };
+    let lake = Place(LakePlace::on(S3Server::start_moto().expect("start moto")));
     // The lake as it was: 40 users, the victim among them.
     let base_access = write_lines(
         &lake,
@@ -934,7 +909,7 @@ fn erase_and_sweep_beside_ingest_on_moto() {
         "1h",
     ]);
     assert!(out.contains("PASS erased_user_bytes"), "{out}");
-    let policy = lake.dir.path().join("cluster.toml");
+    let policy = lake.dir().join("cluster.toml");
     std::fs::write(
         &policy,
         "[clustering]\ntables = [\"api_access\", \"grants\"]\nmin_age = \"1d\"\ntarget_file_size = \"8KiB\"\n",

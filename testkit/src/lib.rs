@@ -32,6 +32,7 @@
 mod error;
 mod http;
 mod kafka;
+mod place;
 mod process;
 mod s3;
 mod workdir;
@@ -42,6 +43,7 @@ use std::path::PathBuf;
 pub use error::{Error, Result};
 pub use http::{HttpResponse, MOTO_AUTH, http_request};
 pub use kafka::Broker;
+pub use place::LakePlace;
 pub use s3::{BUCKET, S3Server};
 
 /// Environment variable naming the tools root (binaries in its `bin/`).
