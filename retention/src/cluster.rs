@@ -72,11 +72,14 @@ pub fn is_tagged(file: &DataFile) -> bool {
         .is_some_and(|v| v.as_deref() == Some(CLUSTER_COLUMN))
 }
 
+/// The `add` tags of a file clustered by user.
+pub fn tags() -> HashMap<String, Option<String>> {
+    HashMap::from([(CLUSTERED_TAG.to_string(), Some(CLUSTER_COLUMN.to_string()))])
+}
+
 /// Marks an `add` action as clustered by user.
 pub fn tag(add: &mut deltalake::kernel::Add) {
-    add.tags
-        .get_or_insert_with(Default::default)
-        .insert(CLUSTERED_TAG.to_string(), Some(CLUSTER_COLUMN.to_string()));
+    add.tags.get_or_insert_with(Default::default).extend(tags());
 }
 
 /// Clustering options (the policy's `[clustering]` section).
@@ -233,7 +236,7 @@ async fn cluster_partition(
         }
         let bytes = files::read_object(table, &f.path).await?;
         m.bytes_read += bytes.len() as u64;
-        batches.extend(files::decode(&f.path, bytes, None, None)?);
+        batches.extend(files::decode(&f.path, bytes, None)?);
     }
     let Some(first) = batches.first() else {
         return Ok(m);

@@ -199,7 +199,7 @@ pub async fn read(lake: &Lake) -> Result<(Vec<StoredRecord>, Option<i64>)> {
         let location =
             object_store::path::Path::parse(&f.path).unwrap_or_else(|_| f.path.as_str().into());
         let bytes = store.get(&location).await?.bytes().await?;
-        for b in crate::files::decode(&f.path, bytes, None, None)? {
+        for b in crate::files::decode(&f.path, bytes, None)? {
             let col = |n: &str| {
                 b.column_by_name(n)
                     .cloned()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::kernel::Remove;
 use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::ObjectStoreExt;
 use std::sync::Arc;
 
@@ -182,43 +182,25 @@ pub async fn read_object(table: &DeltaTable, path: &str) -> Result<Bytes> {
 }
 
 /// Decodes `bytes` (a data file) into batches of the columns in `columns`
-/// (all when `None`) that exist in the file, keeping only rows `keep` selects.
+/// (all when `None`) that exist in the file.
 pub fn decode<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
     path: &str,
     bytes: R,
     columns: Option<&[&str]>,
-    keep: Option<RowSelection>,
 ) -> Result<Vec<RecordBatch>> {
-    batches(path, bytes, columns, keep, 64 * 1024)?.collect()
-}
-
-/// [`decode`] one batch of at most `batch_rows` rows at a time, for callers
-/// that pass each batch on before decoding the next (a rewrite: the file's
-/// rows are never all decoded at once, and the memory of one batch is
-/// reused for the next instead of touching fresh pages).
-pub fn batches<R: deltalake::parquet::file::reader::ChunkReader + 'static>(
-    path: &str,
-    bytes: R,
-    columns: Option<&[&str]>,
-    keep: Option<RowSelection>,
-    batch_rows: usize,
-) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(path, e))?;
     let builder = match columns {
         Some(cols) => project(builder, cols),
         None => builder,
     };
-    let builder = match keep {
-        Some(sel) => builder.with_row_selection(sel),
-        None => builder,
-    };
     let reader = builder
-        .with_batch_size(batch_rows)
+        .with_batch_size(64 * 1024)
         .build()
         .map_err(|e| Error::parquet(path, e))?;
-    let path = path.to_string();
-    Ok(reader.map(move |b| b.map_err(|e| Error::parquet(&path, e))))
+    reader
+        .map(|b| b.map_err(|e| Error::parquet(path, e)))
+        .collect()
 }
 
 /// `builder` reading only the top-level columns named in `columns` (those

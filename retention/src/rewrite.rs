@@ -369,11 +369,7 @@ async fn filter_file(
         .object_store()
         .put(&location, spliced.bytes.into())
         .await?;
-    let tags = crate::cluster::is_tagged(&file).then(|| {
-        let mut add = deltalake::kernel::Add::default();
-        crate::cluster::tag(&mut add);
-        add.tags.unwrap_or_default()
-    });
+    let tags = crate::cluster::is_tagged(&file).then(crate::cluster::tags);
     out.rows_rewritten += spliced.rows;
     out.bytes_written += size;
     out.adds.push(datafile::add_action(

@@ -448,7 +448,7 @@ pub fn erased_rows_outside_holds(
         path,
         "erased-user check decodes the file's user columns (no dictionary rules it out)"
     );
-    let batches = crate::files::decode(path, object.clone(), Some(cols), None)?;
+    let batches = crate::files::decode(path, object.clone(), Some(cols))?;
     for b in batches {
         let Some(mask) = erased
             .doomed_rows(table, &b)

@@ -610,7 +610,7 @@ impl Ctx {
                 (Some(user), Some(t)) if !self.holds.is_empty() && data_file && file.is_some() => {
                     // Legitimate only if every row of the user here is held.
                     let (mut mine, mut held) = (0, 0);
-                    for b in files::decode(path, bytes.clone(), Some(&FILTER_COLUMNS), None)? {
+                    for b in files::decode(path, bytes.clone(), Some(&FILTER_COLUMNS))? {
                         let c = Cols::of(t, &b)?;
                         for i in (0..b.num_rows()).filter(|i| c.is_users(*i, user, None)) {
                             mine += 1;
@@ -727,7 +727,7 @@ fn count_rows(
     pred: impl Fn(&Cols, usize) -> bool,
 ) -> Result<u64> {
     let mut n = 0;
-    for b in files::decode(path, bytes.clone(), Some(columns), None)? {
+    for b in files::decode(path, bytes.clone(), Some(columns))? {
         let c = Cols::of(table, &b)?;
         n += (0..b.num_rows()).filter(|i| pred(&c, *i)).count() as u64;
     }
