@@ -63,10 +63,17 @@ pub fn encode(
     while at < batch.num_rows() || (out.is_empty() && writer.is_none()) {
         let w = match writer.as_mut() {
             Some(w) => w,
-            None => writer.insert(
-                ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props.clone()))
-                    .map_err(pq)?,
-            ),
+            None => {
+                // Room for the file up front, so it is not copied as it
+                // grows: access events take ~29 bytes each, so 64 a row
+                // rarely grows; pages never written are address space, not
+                // resident memory.
+                let left = batch.num_rows() - at;
+                let buf = Vec::with_capacity((left * 64).min(target_size as usize));
+                writer.insert(
+                    ArrowWriter::try_new(buf, batch.schema(), Some(props.clone())).map_err(pq)?,
+                )
+            }
         };
         let n = step.min(batch.num_rows() - at);
         w.write(&batch.slice(at, n)).map_err(pq)?;
