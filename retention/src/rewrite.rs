@@ -35,7 +35,7 @@ use crate::files::{self, DataFile};
 use crate::splice;
 use crate::{Error, Result};
 use auditlake_schemas::datafile;
-use auditlake_schemas::lake::WriteOptions;
+use auditlake_schemas::lake::{WriteOptions, discard_uncommitted};
 
 /// What to do with one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,14 +236,14 @@ pub async fn apply_gated(
     }
     m.partitions = partitions.into_iter().collect();
     if let Some(e) = failure {
-        discard(table, &m.written).await;
+        discard_uncommitted(table, &m.written).await;
         return Err(e);
     }
     if actions.is_empty() || dry_run {
         return Ok(m);
     }
     if let Err(e) = gate.await {
-        discard(table, &m.written).await;
+        discard_uncommitted(table, &m.written).await;
         return Err(e);
     }
     if !m.written.is_empty() {
@@ -268,7 +268,7 @@ pub async fn apply_gated(
             Ok(m)
         }
         Err(e) => {
-            discard(table, &m.written).await;
+            discard_uncommitted(table, &m.written).await;
             Err(Error::delta(name, "commit", e))
         }
     }
@@ -380,15 +380,4 @@ async fn filter_file(
         tags,
     ));
     Ok(out)
-}
-
-/// Deletes files this operation wrote but did not commit.
-async fn discard(table: &DeltaTable, paths: &[String]) {
-    let store = table.object_store();
-    for p in paths {
-        let location = object_store::path::Path::parse(p).unwrap_or_else(|_| p.as_str().into());
-        if let Err(e) = store.delete(&location).await {
-            tracing::warn!(path = %p, error = %e, "cannot delete an uncommitted file; a later sweep removes it");
-        }
-    }
 }

@@ -420,9 +420,7 @@ impl Lake {
                     Err(e) => {
                         // The commit may have landed before the error: only
                         // files the reloaded log does not name go.
-                        if let Ok(Some(t)) = self.table(table).await {
-                            discard_unreferenced(&t, adds).await;
-                        }
+                        discard_unreferenced(&current, adds).await;
                         return Err(e);
                     }
                 }
@@ -545,7 +543,7 @@ impl Lake {
             }
         }
         if let Some(e) = failure {
-            discard(table, &adds).await;
+            discard_unreferenced(table, &adds).await;
             return Err(e);
         }
         Ok(adds)
@@ -613,36 +611,42 @@ async fn commit_files(
     })
 }
 
-/// Deletes the files of `adds` that `table`'s snapshot does not reference
-/// (written, never committed: a later verify would report them).
-async fn discard_unreferenced(table: &DeltaTable, adds: &[Add]) {
-    let referenced: std::collections::HashSet<String> = match table.snapshot() {
+/// Deletes data files a writer wrote but whose commit failed, except those
+/// the table's log names after all: a commit can land before its error is
+/// seen (a lost response, a timeout), and deleting a committed file would
+/// break the table. `table` is reloaded first; if that fails, every file
+/// stays (a later `verify` reports files no version names, and nothing is
+/// lost by keeping them). Shared by ingest's appends and retention's
+/// rewrites.
+pub async fn discard_uncommitted(table: &DeltaTable, paths: &[String]) {
+    if paths.is_empty() {
+        return;
+    }
+    let mut latest = table.clone();
+    if let Err(e) = latest.update_state().await {
+        tracing::warn!(error = %e, files = paths.len(), "cannot reload the table; uncommitted files stay");
+        return;
+    }
+    let referenced: std::collections::HashSet<String> = match latest.snapshot() {
         Ok(s) => s.log_data().iter().map(|f| f.path().to_string()).collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot list the table's files; uncommitted files stay for a sweep");
+            tracing::warn!(error = %e, files = paths.len(), "cannot list the table's files; uncommitted files stay");
             return;
         }
     };
-    let unreferenced: Vec<Add> = adds
-        .iter()
-        .filter(|a| !referenced.contains(&a.path))
-        .cloned()
-        .collect();
-    discard(table, &unreferenced).await;
-}
-
-/// Deletes data files written but not committed (a later verify would
-/// report them as unreferenced).
-async fn discard(table: &DeltaTable, adds: &[Add]) {
-    let store = table.object_store();
-    for a in adds {
-        if let Err(e) = store
-            .delete(&object_store::path::Path::from(a.path.as_str()))
-            .await
-        {
-            tracing::warn!(path = %a.path, error = %e, "cannot delete an uncommitted data file");
+    let store = latest.object_store();
+    for p in paths.iter().filter(|p| !referenced.contains(p.as_str())) {
+        let location = object_store::path::Path::parse(p).unwrap_or_else(|_| p.as_str().into());
+        if let Err(e) = store.delete(&location).await {
+            tracing::warn!(path = %p, error = %e, "cannot delete an uncommitted data file");
         }
     }
+}
+
+/// [`discard_uncommitted`] for the files of `adds`.
+async fn discard_unreferenced(table: &DeltaTable, adds: &[Add]) {
+    let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+    discard_uncommitted(table, &paths).await;
 }
 
 async fn txn_state(table: &DeltaTable, name: &str, txns: &[TxnUpdate]) -> Result<TxnState> {
@@ -764,5 +768,56 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    }
+
+    /// After a failed commit only the files the log does not name are
+    /// deleted: a commit that landed before its error keeps its files, even
+    /// when the caller's table handle predates it.
+    #[tokio::test]
+    async fn discarding_keeps_files_a_landed_commit_names() {
+        let lake = Lake::open("memory:///lake").unwrap();
+        let opts = WriteOptions::default();
+        lake.append("grants", vec![grants(&["e1"])], Vec::new(), &opts)
+            .await
+            .unwrap();
+        let stale = lake.require_table("grants").await.unwrap();
+        let r = lake
+            .append("grants", vec![grants(&["e2"])], Vec::new(), &opts)
+            .await
+            .unwrap();
+        assert_eq!(r.version, Some(1));
+        let fresh = lake.require_table("grants").await.unwrap();
+        let committed: Vec<String> = fresh
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        assert_eq!(committed.len(), 2);
+        let store = fresh.object_store();
+        let stray = "date=2026-11-20/stray.parquet".to_string();
+        store
+            .put(
+                &object_store::path::Path::from(stray.as_str()),
+                b"x".to_vec().into(),
+            )
+            .await
+            .unwrap();
+
+        let mut paths = committed.clone();
+        paths.push(stray.clone());
+        discard_uncommitted(&stale, &paths).await;
+
+        for p in &committed {
+            let found = store
+                .head(&object_store::path::Path::from(p.as_str()))
+                .await;
+            assert!(found.is_ok(), "committed file {p} was deleted");
+        }
+        let gone = store
+            .head(&object_store::path::Path::from(stray.as_str()))
+            .await;
+        assert!(gone.is_err(), "the uncommitted file is still there");
     }
 }
