@@ -7,14 +7,19 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-/// mimalloc for most commands: ingest and queries allocate and free large
-/// column buffers at a high rate; glibc returns them to the kernel and faults
-/// them back in, and its arenas let ingest's RSS pass its `--memory-limit`
-/// (1282-1388 MiB at 5M events against 526-544 MiB). `detect` runs on the
-/// system allocator instead: on the 5M-event lake it took 5.7-6.7 s (2.55
-/// GB peak) against 7.9-10.5 s (3.5 GB) on mimalloc. Which one is chosen
-/// once, before the command runs (see [`Allocator::use_system`]); every free
-/// goes back to the allocator that owns the block.
+/// mimalloc for the query commands (sql, serve, retention): they allocate
+/// and free large column buffers at a high rate, and glibc returned them to
+/// the kernel and faulted them back in. `detect` runs on the system
+/// allocator instead: on the 5M-event lake it took 5.7-6.7 s (2.55 GB peak)
+/// against 7.9-10.5 s (3.5 GB) on mimalloc. So does `ingest` (and `demo`,
+/// which ingests), with glibc limited to two arenas ([`limit_malloc_arenas`]):
+/// mimalloc's RSS grew with every flush (5M events in 8 MiB flushes: 808-940
+/// MiB peak against glibc's 293), and at 50M events it passed the 1 GiB
+/// `--memory-limit` (1231-1406 MiB) where glibc peaks at 599 MiB, at the
+/// same speed on two cores and faster on one (9.9-11.4 s against 11.9-13.4
+/// s for 5M events; a third of the kernel time). Which one is chosen once,
+/// before the command runs (see [`Allocator::use_system`]); every free goes
+/// back to the allocator that owns the block.
 #[global_allocator]
 static GLOBAL: Allocator = Allocator;
 
@@ -85,16 +90,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// `mi_option_allow_thp` in the same enum (both checked against its header).
 const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
-/// How long mimalloc keeps freed memory before returning it to the kernel,
-/// per command. Queries (sql, detect, serve, retention) keep it a second:
-/// they free and reallocate large hash tables and buffers, and returning
-/// them at once costs the kernel's page zeroing again. Ingest keeps it
-/// 20 ms: freed memory kept counts against the `--memory-limit` it
-/// promises. With 1 s (and huge pages) its peak RSS grew to 1338 MiB at
-/// 50M events; with 100 ms to 1019-1049 MiB once its flushes got faster;
-/// with 20 ms 947 MiB (498k events/s on two cores), with 0 766 MiB but
-/// slower (361k/s; on one core 5M events in 15.8 s against 12.7 s at 20 ms
-/// and 11.8 s at 100 ms, the kernel zeroing pages returned too early).
+/// How long mimalloc keeps freed memory before returning it to the kernel:
+/// a second. The query commands free and reallocate large hash tables and
+/// buffers, and returning them at once costs the kernel's page zeroing
+/// again. (Ingest, on glibc now, kept it 20 ms while it ran on mimalloc:
+/// kept memory counted against its `--memory-limit`.)
 /// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 ///
 /// No transparent huge pages for the memory mimalloc maps from here on
@@ -102,10 +102,10 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// whole 2 MiB page on the first touch of any byte of it, and for the short
 /// commands that was most of their CPU time (`perf`: 62% of an erase's
 /// cycles, 53% of a verify's in `clear_page_erms`; erase RSS 550 -> 330 MiB,
-/// system time 0.2-0.7 -> 0.3 s; ingest 19.9 -> 18.9 s on the 5M bench).
+/// system time 0.2-0.7 -> 0.3 s).
 /// `MIMALLOC_ALLOW_THP` in the environment still wins.
 #[allow(unsafe_code)]
-fn tune_allocator(command: &Command) {
+fn tune_allocator() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // SAFETY: sets a process-wide integer option; any value is valid.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
@@ -119,12 +119,24 @@ fn tune_allocator(command: &Command) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
-    let delay_ms = match command {
-        Command::Ingest(_) | Command::Demo(_) => 20,
-        _ => 1000,
-    };
+    let delay_ms = 1000;
     // SAFETY: sets a process-wide integer option; any value is valid.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
+}
+
+/// glibc malloc with at most two arenas (instead of eight per core): each
+/// thread that frees what another allocated keeps its own arena's free
+/// memory, and with the default the ingest's peak RSS reached 1088 MiB for
+/// 5M events against 578 MiB with two (and was no faster). Must run before
+/// any thread starts. `MALLOC_ARENA_MAX` in the environment still wins.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt with integer arguments, before other threads exist;
+        // an unknown or refused option only returns 0.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
 }
 
 /// Data-access audit lake and retention enforcer for an open API platform.
@@ -168,8 +180,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tune_allocator(&cli.command);
-    if matches!(cli.command, Command::Detect(_)) {
+    tune_allocator();
+    if matches!(
+        cli.command,
+        Command::Detect(_) | Command::Ingest(_) | Command::Demo(_)
+    ) {
+        if !matches!(cli.command, Command::Detect(_)) {
+            limit_malloc_arenas();
+        }
         Allocator::use_system();
     }
     commands::init_logging(&cli.log, &cli.log_format);

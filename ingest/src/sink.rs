@@ -278,6 +278,13 @@ impl TopicSink {
             &self.pending_dates,
         );
         self.pending_dates.clear();
+        tracing::debug!(
+            index_dates = self.seen.dates(),
+            index_keys = self.seen.len(),
+            index_bytes = self.seen.bytes(),
+            peak_rss = crate::memory::peak_rss().unwrap_or(0),
+            "dedupe index after a flush"
+        );
     }
 }
 
