@@ -13,9 +13,9 @@ mod commands;
 /// allocator instead: on the 5M-event lake it took 5.7-6.7 s (2.55 GB peak)
 /// against 7.9-10.5 s (3.5 GB) on mimalloc. So does `ingest` (and `demo`,
 /// which ingests), with glibc limited to two arenas ([`limit_malloc_arenas`]):
-/// mimalloc's RSS grew with every flush (5M events in 8 MiB flushes: 808-940
-/// MiB peak against glibc's 293), and at 50M events it passed the 1 GiB
-/// `--memory-limit` (1231-1406 MiB) where glibc peaks at 599 MiB, at the
+/// mimalloc's RSS grew with every flush (5M events in 8 MiB flushes: 789-918
+/// MiB peak against glibc's 286), and at 50M events it passed the 1 GiB
+/// `--memory-limit` (1231-1406 MiB) where glibc peaks at 599-664 MiB, at the
 /// same speed on two cores and faster on one (9.9-11.4 s against 11.9-13.4
 /// s for 5M events; a third of the kernel time). Which one is chosen once,
 /// before the command runs (see [`Allocator::use_system`]); every free goes
@@ -126,8 +126,8 @@ fn tune_allocator() {
 
 /// glibc malloc with at most two arenas (instead of eight per core): each
 /// thread that frees what another allocated keeps its own arena's free
-/// memory, and with the default the ingest's peak RSS reached 1088 MiB for
-/// 5M events against 578 MiB with two (and was no faster). Must run before
+/// memory, and with the default the ingest's peak RSS reached 1063 MiB for
+/// 5M events against 565 MiB with two (and was no faster). Must run before
 /// any thread starts. `MALLOC_ARENA_MAX` in the environment still wins.
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {

@@ -13,9 +13,10 @@
 //! two (the reader, the dedupe and the flush in flight all hold data at
 //! once): up to ~8 times the buffer. So a backfill's flush gets a twelfth of
 //! the limit and its dedupe index another twelfth. Freed memory the
-//! allocator keeps counts too: with mimalloc returning it after 100 ms, 50M
-//! events peaked at 1019 MiB (766 MiB returning it at once), hence ingest's
-//! shorter purge delay (`src/main.rs`).
+//! allocator keeps counts too, which is why the binary runs ingest on glibc
+//! malloc with two arenas (`src/main.rs`): on mimalloc the peak grew with
+//! every flush (1231-1406 MiB at 50M events), on glibc it is 664 MiB there
+//! and 542-558 MiB at 5M pinned to one core.
 
 /// Default `--memory-limit`.
 pub const DEFAULT_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
