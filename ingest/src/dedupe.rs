@@ -142,9 +142,14 @@ impl SeenIndex {
     /// Records `hash` under `date`; returns `false` if it was already there
     /// (a duplicate). The date must have been loaded.
     pub fn insert(&mut self, date: i32, hash: u64) -> bool {
+        self.set_for(date).insert(hash)
+    }
+
+    /// The hashes of one date (created empty if absent), marked as used now.
+    fn set_for(&mut self, date: i32) -> &mut HashSet64 {
         self.clock += 1;
         self.touched.insert(date, self.clock);
-        self.by_date.entry(date).or_default().insert(hash)
+        self.by_date.entry(date).or_default()
     }
 
     /// Forgets a hash (its row was not stored after all).
@@ -252,19 +257,75 @@ pub fn mark_new(
         .as_primitive::<arrow::datatypes::Date32Type>();
     let mut mask = Vec::with_capacity(batch.num_rows());
     let mut dups = 0;
-    for_each_str(keys.as_ref(), |i, key| {
-        let new = index.insert(dates.value(i), key_hash(key));
-        if !new {
-            dups += 1;
+    if keys.null_count() > 0 || dates.null_count() > 0 {
+        // Not from the decoder (its keys and dates are never null): row by row.
+        for_each_str(keys.as_ref(), |i, key| {
+            let new = index.insert(dates.value(i), key_hash(key));
+            dups += usize::from(!new);
+            mask.push(new);
+        });
+        return (arrow::array::BooleanArray::from(mask), dups);
+    }
+    let mut hashes = Vec::with_capacity(batch.num_rows());
+    for_each_str(keys.as_ref(), |_, key| hashes.push(key_hash(key)));
+    // Rows arrive in runs of one date: one lookup of the date's set per run,
+    // not two hash-map operations per row.
+    let days = dates.values();
+    let mut from = 0;
+    while from < hashes.len() {
+        let day = days[from];
+        let to = from + days[from..].iter().take_while(|d| **d == day).count();
+        let set = index.set_for(day);
+        for h in &hashes[from..to] {
+            let new = set.insert(*h);
+            dups += usize::from(!new);
+            mask.push(new);
         }
-        mask.push(new);
-    });
+        from = to;
+    }
     (arrow::array::BooleanArray::from(mask), dups)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Duplicates within a batch and against the index, per date: a key
+    /// seen on another date is new; dates may come back after a run ends.
+    #[test]
+    fn marks_duplicates_per_date_across_runs() {
+        use arrow::array::{Date32Array, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("date", DataType::Date32, false),
+        ]));
+        let rows = [
+            ("a", 1),
+            ("b", 1),
+            ("a", 1),
+            ("a", 2),
+            ("c", 1),
+            ("b", 2),
+            ("c", 1),
+        ];
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        let mut idx = SeenIndex::new("t", "event_id");
+        assert!(idx.insert(2, key_hash("b")));
+        let (mask, dups) = mark_new(&mut idx, &batch, "event_id");
+        let got: Vec<bool> = mask.iter().map(Option::unwrap).collect();
+        assert_eq!(got, [true, true, false, true, true, false, false]);
+        assert_eq!(dups, 3);
+        assert_eq!(idx.len(), 5);
+    }
 
     #[test]
     fn eviction_keeps_pinned_and_recent_dates() {
