@@ -181,14 +181,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tune_allocator();
-    if matches!(
-        cli.command,
-        Command::Detect(_) | Command::Ingest(_) | Command::Demo(_)
-    ) {
-        if !matches!(cli.command, Command::Detect(_)) {
+    match cli.command {
+        Command::Ingest(_) | Command::Demo(_) => {
             limit_malloc_arenas();
+            Allocator::use_system();
         }
-        Allocator::use_system();
+        Command::Detect(_) => Allocator::use_system(),
+        _ => {}
     }
     commands::init_logging(&cli.log, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

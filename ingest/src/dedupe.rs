@@ -255,33 +255,21 @@ pub fn mark_new(
         .column_by_name(auditlake_schemas::tables::PARTITION_COLUMN)
         .expect("date column present")
         .as_primitive::<arrow::datatypes::Date32Type>();
-    let mut mask = Vec::with_capacity(batch.num_rows());
-    let mut dups = 0;
-    if keys.null_count() > 0 || dates.null_count() > 0 {
-        // Not from the decoder (its keys and dates are never null): row by row.
-        for_each_str(keys.as_ref(), |i, key| {
-            let new = index.insert(dates.value(i), key_hash(key));
-            dups += usize::from(!new);
-            mask.push(new);
-        });
-        return (arrow::array::BooleanArray::from(mask), dups);
-    }
-    let mut hashes = Vec::with_capacity(batch.num_rows());
-    for_each_str(keys.as_ref(), |_, key| hashes.push(key_hash(key)));
+    let mut rows: Vec<(i32, u64)> = Vec::with_capacity(batch.num_rows());
+    for_each_str(keys.as_ref(), |i, key| {
+        rows.push((dates.value(i), key_hash(key)))
+    });
     // Rows arrive in runs of one date: one lookup of the date's set per run,
     // not two hash-map operations per row.
-    let days = dates.values();
-    let mut from = 0;
-    while from < hashes.len() {
-        let day = days[from];
-        let to = from + days[from..].iter().take_while(|d| **d == day).count();
-        let set = index.set_for(day);
-        for h in &hashes[from..to] {
-            let new = set.insert(*h);
+    let mut mask = Vec::with_capacity(rows.len());
+    let mut dups = 0;
+    for run in rows.chunk_by(|a, b| a.0 == b.0) {
+        let set = index.set_for(run[0].0);
+        for &(_, hash) in run {
+            let new = set.insert(hash);
             dups += usize::from(!new);
             mask.push(new);
         }
-        from = to;
     }
     (arrow::array::BooleanArray::from(mask), dups)
 }

@@ -406,7 +406,10 @@ impl Lake {
                     .into_iter()
                     .all(|sorted| sorted)
             {
-                own_files = Some(self.write_files(table, &current, &batches, opts).await?);
+                own_files = Some(
+                    self.write_files(table, &current, &batches, &props, opts)
+                        .await?,
+                );
             }
             if let Some(adds) = &own_files {
                 match commit_files(table, &current, adds, &txns).await {
@@ -478,9 +481,9 @@ impl Lake {
         name: &str,
         table: &DeltaTable,
         batches: &[RecordBatch],
+        props: &WriterProperties,
         opts: &WriteOptions,
     ) -> Result<Vec<Add>> {
-        let props = opts.writer_properties()?;
         let mut parts = Vec::new();
         for batch in batches {
             let Some(at) = batch.schema().index_of(PARTITION_COLUMN).ok() else {
