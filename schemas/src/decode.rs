@@ -21,6 +21,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, SchemaRef};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::flat::Flat;
 use crate::time::{date32_of_micros, parse_rfc3339_micros};
@@ -247,9 +248,40 @@ fn one_of(field: &str, v: &str, allowed: &[&str]) -> std::result::Result<(), Str
 
 type Str<'a> = Cow<'a, str>;
 type StrList<'a> = Option<Vec<Cow<'a, str>>>;
+/// A list of the fast path: items borrowed from the payload, inline up to 8.
+type FastList<'a> = Option<SmallVec<[&'a str; 8]>>;
 
+/// A list of strings as either path holds it, appended to a list builder.
+trait StrItems {
+    fn append_to(&self, b: &mut ListBuilder<StringBuilder>);
+}
+
+impl StrItems for StrList<'_> {
+    fn append_to(&self, b: &mut ListBuilder<StringBuilder>) {
+        append_list(b, self);
+    }
+}
+
+impl StrItems for FastList<'_> {
+    #[inline]
+    fn append_to(&self, b: &mut ListBuilder<StringBuilder>) {
+        match self {
+            Some(items) => {
+                for item in items {
+                    b.values().append_value(item);
+                }
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+}
+
+/// An access event; `L` is how its two lists are held: owned on the serde
+/// path, borrowed and on the stack on the fast path (two heap allocations an
+/// event less).
 #[derive(Deserialize, Debug, PartialEq)]
-struct AccessEvent<'a> {
+struct AccessEvent<'a, L = StrList<'a>> {
     #[serde(borrow)]
     event_id: Str<'a>,
     event_time: Time,
@@ -263,10 +295,8 @@ struct AccessEvent<'a> {
     api: Str<'a>,
     #[serde(borrow)]
     required_scope: Option<Str<'a>>,
-    #[serde(borrow)]
-    token_scopes: StrList<'a>,
-    #[serde(borrow)]
-    data_categories: StrList<'a>,
+    token_scopes: L,
+    data_categories: L,
     record_count: Option<i64>,
     status: i32,
     #[serde(borrow)]
@@ -279,7 +309,7 @@ struct AccessEvent<'a> {
     response_bytes: Option<i64>,
 }
 
-impl Validate for AccessEvent<'_> {
+impl<L> Validate for AccessEvent<'_, L> {
     fn validate(&self) -> std::result::Result<(), String> {
         non_empty("event_id", &self.event_id)?;
         non_empty("app_id", &self.app_id)?;
@@ -461,7 +491,7 @@ builders!(AccessRows {
 
 /// The fast path of an access event (see [`crate::flat`]); `None` sends the
 /// message to the serde path.
-fn fast_access(payload: &[u8]) -> Option<AccessEvent<'_>> {
+fn fast_access(payload: &[u8]) -> Option<AccessEvent<'_, FastList<'_>>> {
     let mut f = Flat::open(payload)?;
     let mut seen = 0u32;
     let mut mark = |bit: u32| {
@@ -569,32 +599,13 @@ fn fast_access(payload: &[u8]) -> Option<AccessEvent<'_>> {
 
 impl TopicRows for AccessRows {
     fn append(&mut self, payload: &[u8]) -> std::result::Result<(), String> {
-        let e: AccessEvent = match fast_access(payload) {
+        match fast_access(payload) {
             Some(e) => {
                 e.validate()?;
-                e
+                self.push(&e);
             }
-            None => parse(payload)?,
-        };
-        self.event_id.append_value(&e.event_id);
-        self.event_time.append_value(e.event_time.0);
-        self.app_id.append_value(&e.app_id);
-        self.developer_id.append_value(&e.developer_id);
-        self.user_id.append_option(e.user_id.as_deref());
-        self.api.append_value(&e.api);
-        self.required_scope
-            .append_option(e.required_scope.as_deref());
-        append_list(&mut self.token_scopes, &e.token_scopes);
-        append_list(&mut self.data_categories, &e.data_categories);
-        self.record_count.append_option(e.record_count);
-        self.status.append_value(e.status);
-        self.client_ip.append_option(e.client_ip.as_deref());
-        self.client_region.append_option(e.client_region.as_deref());
-        self.token_id.append_option(e.token_id.as_deref());
-        self.latency_ms.append_option(e.latency_ms);
-        self.response_bytes.append_option(e.response_bytes);
-        self.date.append_value(date32_of_micros(e.event_time.0));
-        self.len += 1;
+            None => self.push(&parse::<AccessEvent>(payload)?),
+        }
         Ok(())
     }
 
@@ -628,6 +639,32 @@ impl TopicRows for AccessRows {
                 renew_primitive(&mut self.date),
             ],
         )
+    }
+}
+
+impl AccessRows {
+    /// Appends one checked event to the builders.
+    #[inline]
+    fn push<L: StrItems>(&mut self, e: &AccessEvent<'_, L>) {
+        self.event_id.append_value(&e.event_id);
+        self.event_time.append_value(e.event_time.0);
+        self.app_id.append_value(&e.app_id);
+        self.developer_id.append_value(&e.developer_id);
+        self.user_id.append_option(e.user_id.as_deref());
+        self.api.append_value(&e.api);
+        self.required_scope
+            .append_option(e.required_scope.as_deref());
+        e.token_scopes.append_to(&mut self.token_scopes);
+        e.data_categories.append_to(&mut self.data_categories);
+        self.record_count.append_option(e.record_count);
+        self.status.append_value(e.status);
+        self.client_ip.append_option(e.client_ip.as_deref());
+        self.client_region.append_option(e.client_region.as_deref());
+        self.token_id.append_option(e.token_id.as_deref());
+        self.latency_ms.append_option(e.latency_ms);
+        self.response_bytes.append_option(e.response_bytes);
+        self.date.append_value(date32_of_micros(e.event_time.0));
+        self.len += 1;
     }
 }
 
@@ -972,10 +1009,34 @@ mod tests {
             if let Some(e) = fast_access(v.as_bytes()) {
                 fast += 1;
                 let checked = e.validate().map(|_| e);
+                let serde = serde.as_ref().map(as_fast).map_err(Clone::clone);
                 assert_eq!(checked, serde, "{v}");
             }
         }
         assert!(fast >= 8, "the fast path took only {fast} variants");
+    }
+
+    /// A serde-path event with its lists borrowed as the fast path holds them.
+    fn as_fast<'b>(e: &'b AccessEvent<'b>) -> AccessEvent<'b, FastList<'b>> {
+        let list = |l: &'b StrList<'b>| l.as_ref().map(|v| v.iter().map(|i| i.as_ref()).collect());
+        AccessEvent {
+            event_id: e.event_id.clone(),
+            event_time: e.event_time,
+            app_id: e.app_id.clone(),
+            developer_id: e.developer_id.clone(),
+            user_id: e.user_id.clone(),
+            api: e.api.clone(),
+            required_scope: e.required_scope.clone(),
+            token_scopes: list(&e.token_scopes),
+            data_categories: list(&e.data_categories),
+            record_count: e.record_count,
+            status: e.status,
+            client_ip: e.client_ip.clone(),
+            client_region: e.client_region.clone(),
+            token_id: e.token_id.clone(),
+            latency_ms: e.latency_ms,
+            response_bytes: e.response_bytes,
+        }
     }
 
     #[test]

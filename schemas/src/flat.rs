@@ -14,6 +14,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 /// A cursor over one JSON object's bytes. Every method returns `None` when
 /// the input leaves the fast shape.
 pub(crate) struct Flat<'a> {
@@ -213,19 +215,20 @@ impl<'a> Flat<'a> {
 
     /// `null` or an array of strings.
     #[inline]
-    pub(crate) fn opt_str_list(&mut self) -> Option<Option<Vec<Cow<'a, str>>>> {
+    pub(crate) fn opt_str_list(&mut self) -> Option<Option<SmallVec<[&'a str; 8]>>> {
         match self.peek()? {
             b'n' => self.literal(b"null").map(|_| None),
             b'[' => {
                 self.i += 1;
                 self.ws();
-                let mut items = Vec::new();
+                let mut items = SmallVec::new();
                 if self.peek()? == b']' {
                     self.i += 1;
                     return Some(Some(items));
                 }
                 loop {
-                    items.push(self.str()?);
+                    let (start, end) = self.string_span()?;
+                    items.push(self.s.get(start..end)?);
                     self.ws();
                     match self.peek()? {
                         b',' => {
@@ -304,7 +307,7 @@ mod tests {
         assert_eq!(f.next_key(false), Some(Some(&b"c"[..])));
         assert_eq!(
             f.opt_str_list(),
-            Some(Some(vec![Cow::Borrowed("p"), Cow::Borrowed("q")]))
+            Some(Some(SmallVec::from_slice(&["p", "q"])))
         );
         assert_eq!(f.next_key(false), Some(Some(&b"d"[..])));
         assert_eq!(f.opt_str(), Some(None));
