@@ -444,37 +444,11 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
         None
     };
     let kept: usize = pending.iter().map(Pending::rows).sum();
-    // (date, app rank << 32 | user rank, time, batch, row): 32 bytes a row.
-    let mut keys: Vec<(i32, u64, i64, u32, u32)> = Vec::with_capacity(kept);
-    let mut global = 0usize;
-    for (b, p) in pending.iter().enumerate() {
-        let dates = p
-            .events
-            .column_by_name(tables::PARTITION_COLUMN)
-            .expect("date column")
-            .as_primitive::<Date32Type>()
-            .values();
-        let times = p
-            .events
-            .column_by_name("event_time")
-            .expect("event_time column")
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let mut push = |r: usize| {
-            let g = global + r;
-            let ids = (u64::from(apps[g]) << 32) | users.as_ref().map_or(0, |u| u64::from(u[g]));
-            keys.push((dates[r], ids, times[r], b as u32, r as u32));
-        };
-        match &p.keep {
-            None => (0..p.events.num_rows()).for_each(&mut push),
-            Some(keep) => keep.values().set_indices().for_each(&mut push),
-        }
-        global += p.events.num_rows();
-    }
+    let indices = match packed_order(&pending, &apps, users.as_deref(), kept) {
+        Some(indices) => indices,
+        None => full_order(&pending, &apps, users.as_deref(), kept),
+    };
     drop((apps, users));
-    keys.sort_unstable();
-    let indices: Vec<(usize, usize)> = keys.iter().map(|k| (k.3 as usize, k.4 as usize)).collect();
-    drop(keys);
     let sorted = started.elapsed();
     let batch = interleave_record_batch(&batches, &indices)?;
     tracing::debug!(
@@ -484,6 +458,108 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
         "clustered a flush"
     );
     Ok(batch)
+}
+
+/// Calls `f(batch, row, global row)` for each kept row of `pending`, in
+/// arrival order.
+fn for_each_kept(pending: &[Pending], mut f: impl FnMut(usize, usize, usize)) {
+    let mut global = 0usize;
+    for (b, p) in pending.iter().enumerate() {
+        match &p.keep {
+            None => (0..p.events.num_rows()).for_each(|r| f(b, r, global + r)),
+            Some(keep) => keep
+                .values()
+                .set_indices()
+                .for_each(|r| f(b, r, global + r)),
+        }
+        global += p.events.num_rows();
+    }
+}
+
+fn dates_and_times(p: &Pending) -> (&[i32], &[i64]) {
+    let dates = p
+        .events
+        .column_by_name(tables::PARTITION_COLUMN)
+        .expect("date column")
+        .as_primitive::<Date32Type>()
+        .values();
+    let times = p
+        .events
+        .column_by_name("event_time")
+        .expect("event_time column")
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
+    (dates, times)
+}
+
+/// The sorted order when the kept rows arrived in `event_time` order (the
+/// gateway logs in time order, so nearly always): then (date, app, user)
+/// with ties left in arrival order is the full (date, app, user, time)
+/// order, and the key packs into 16 bytes a row, `(date, app, user) << 64 |
+/// batch << 32 | row`, sorted as plain integers (half the bytes of the full
+/// key, and one comparison). `None` if times go back or the key does not fit.
+fn packed_order(
+    pending: &[Pending],
+    apps: &[u32],
+    users: Option<&[u32]>,
+    kept: usize,
+) -> Option<Vec<(usize, usize)>> {
+    let cols: Vec<(&[i32], &[i64])> = pending.iter().map(dates_and_times).collect();
+    let (mut min_date, mut max_date, mut last_time, mut ordered) =
+        (i32::MAX, i32::MIN, i64::MIN, true);
+    for_each_kept(pending, |b, r, _| {
+        let (d, t) = (cols[b].0[r], cols[b].1[r]);
+        min_date = min_date.min(d);
+        max_date = max_date.max(d);
+        ordered &= t >= last_time;
+        last_time = t;
+    });
+    if !ordered || kept == 0 {
+        return None;
+    }
+    let bits = |max: u64| 64 - max.leading_zeros();
+    let app_bits = bits(apps.iter().copied().max().map_or(0, u64::from));
+    let user_bits = users.map_or(0, |u| bits(u.iter().copied().max().map_or(0, u64::from)));
+    let date_bits = bits((i64::from(max_date) - i64::from(min_date)) as u64);
+    if app_bits + user_bits + date_bits > 64
+        || pending.len() > u32::MAX as usize
+        || pending
+            .iter()
+            .any(|p| p.events.num_rows() > u32::MAX as usize)
+    {
+        return None;
+    }
+    let mut keys: Vec<u128> = Vec::with_capacity(kept);
+    for_each_kept(pending, |b, r, g| {
+        let date = (i64::from(cols[b].0[r]) - i64::from(min_date)) as u64;
+        let user = users.map_or(0, |u| u64::from(u[g]));
+        let hi = (date << (app_bits + user_bits)) | (u64::from(apps[g]) << user_bits) | user;
+        keys.push((u128::from(hi) << 64) | ((b as u128) << 32) | r as u128);
+    });
+    keys.sort_unstable();
+    Some(
+        keys.into_iter()
+            .map(|k| (((k >> 32) as u32) as usize, (k as u32) as usize))
+            .collect(),
+    )
+}
+
+/// The sorted order on the full key `(date, app, user, time, batch, row)`:
+/// 32 bytes a row.
+fn full_order(
+    pending: &[Pending],
+    apps: &[u32],
+    users: Option<&[u32]>,
+    kept: usize,
+) -> Vec<(usize, usize)> {
+    let cols: Vec<(&[i32], &[i64])> = pending.iter().map(dates_and_times).collect();
+    let mut keys: Vec<(i32, u64, i64, u32, u32)> = Vec::with_capacity(kept);
+    for_each_kept(pending, |b, r, g| {
+        let ids = (u64::from(apps[g]) << 32) | users.map_or(0, |u| u64::from(u[g]));
+        keys.push((cols[b].0[r], ids, cols[b].1[r], b as u32, r as u32));
+    });
+    keys.sort_unstable();
+    keys.iter().map(|k| (k.3 as usize, k.4 as usize)).collect()
 }
 
 /// The rank of each row's value of a string column among its distinct values
@@ -591,6 +667,12 @@ mod tests {
     /// columns (a list here) along.
     #[test]
     fn cluster_matches_lexsort() {
+        // Times in no order (the full key) and in arrival order (the packed key).
+        check_cluster(false);
+        check_cluster(true);
+    }
+
+    fn check_cluster(times_in_order: bool) {
         let mut state = 7u64;
         let mut next = move |n: u64| {
             state = state
@@ -601,14 +683,22 @@ mod tests {
         let apps = ["b", "a", "ab", "", "z\u{e9}", "c"];
         let users = [Some("u1"), None, Some("u10"), Some("u2"), Some("")];
         let mut batches = Vec::new();
+        let mut clock = -500i64;
         for _ in 0..3 {
             let rows: Vec<_> = (0..500)
                 .map(|_| {
+                    let time = if times_in_order {
+                        // Non-decreasing, with ties.
+                        clock += next(2) as i64;
+                        clock
+                    } else {
+                        next(1000) as i64 - 500
+                    };
                     (
                         next(5) as i32 - 2,
                         apps[next(apps.len() as u64) as usize],
                         users[next(users.len() as u64) as usize],
-                        next(1000) as i64 - 500,
+                        time,
                     )
                 })
                 .collect();
@@ -629,7 +719,7 @@ mod tests {
             })
             .collect();
         let expected = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
-        let pending = batches
+        let pending: Vec<Pending> = batches
             .into_iter()
             .enumerate()
             .map(|(i, events)| Pending {
@@ -637,6 +727,15 @@ mod tests {
                 keep: (i == 1).then(|| keep.clone()),
             })
             .collect();
+        // The packed key is taken exactly when times arrive in order.
+        let batches: Vec<&RecordBatch> = pending.iter().map(|p| &p.events).collect();
+        let (apps, users) = (
+            ranks(&batches, "app_id").unwrap(),
+            ranks(&batches, "user_id").unwrap(),
+        );
+        let kept = pending.iter().map(Pending::rows).sum();
+        let packed = packed_order(&pending, &apps, Some(&users), kept);
+        assert_eq!(packed.is_some(), times_in_order);
         assert_eq!(cluster(pending).unwrap(), expected);
     }
 }

@@ -120,13 +120,21 @@ impl<'a> Flat<'a> {
         self.eat(b'"')?;
         let start = self.i;
         let rest = &self.b[start..];
-        // Find the closing quote 8 bytes at a time; a byte that needs care
-        // (quote, backslash, control) in a word sends us to the byte loop.
+        // Find the closing quote 8 bytes at a time; the first byte that needs
+        // care (quote, backslash, control) in a word is the lowest flagged
+        // one, found without a byte loop.
         let mut j = 0;
         while j + 8 <= rest.len() {
             let w = u64::from_le_bytes(rest[j..j + 8].try_into().expect("8 bytes"));
-            if needs_care(w) {
-                break;
+            let flags = care_flags(w);
+            if flags != 0 {
+                let at = j + (flags.trailing_zeros() / 8) as usize;
+                return if rest[at] == b'"' {
+                    self.i = start + at + 1;
+                    Some((start, start + at))
+                } else {
+                    None
+                };
             }
             j += 8;
         }
@@ -262,10 +270,12 @@ impl<'a> Flat<'a> {
     }
 }
 
-/// Whether any byte of the little-endian word `w` is a quote, a backslash or
-/// below 0x20 (the classic SWAR "has byte" tests).
+/// The high bit of each byte of the little-endian word `w` that is a quote, a
+/// backslash or below 0x20 (the classic SWAR "has byte" tests). Bytes above a
+/// flagged one may be flagged falsely (a borrow carries), the lowest flagged
+/// byte never is.
 #[inline]
-fn needs_care(w: u64) -> bool {
+fn care_flags(w: u64) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
@@ -274,7 +284,13 @@ fn needs_care(w: u64) -> bool {
     // Bytes < 0x20: subtracting 0x20 borrows into the high bit of bytes below
     // it (bytes >= 0x80 are excluded by `!w`).
     let control = w.wrapping_sub(LO * 0x20) & !w & HI;
-    (quote | backslash | control) != 0
+    quote | backslash | control
+}
+
+/// Whether any byte of `w` is a quote, a backslash or below 0x20.
+#[cfg(test)]
+fn needs_care(w: u64) -> bool {
+    care_flags(w) != 0
 }
 
 #[cfg(test)]
@@ -291,6 +307,15 @@ mod tests {
             }
         }
         assert!(!needs_care(u64::from_le_bytes(*b"abc -_ \x7f")));
+        // The lowest flagged byte is the first one that needs care, even
+        // with more after it (where borrows may flag bytes falsely).
+        for first in 0..8 {
+            let mut bytes = *b"\x01\x01\x01\x01\x01\x01\x01\x01";
+            bytes[..first].copy_from_slice(&b"abcdefgh"[..first]);
+            bytes[first] = b'"';
+            let flags = care_flags(u64::from_le_bytes(bytes));
+            assert_eq!(flags.trailing_zeros() / 8, first as u32);
+        }
         assert!(!needs_care(u64::from_le_bytes(
             "é€abc".as_bytes()[..8].try_into().unwrap()
         )));
@@ -328,6 +353,8 @@ mod tests {
             f.skip().is_none() || f.next_key(false) != Some(None)
         };
         assert!(bail(br#"{"a":"x\"y"}"#), "escape");
+        assert!(bail(br#"{"a":"0123456789x\"y"}"#), "escape after a word");
+        assert!(bail(b"{\"a\":\"0123456789\x1fy\"}"), "control after a word");
         assert!(bail(b"{\"a\":\"x\ty\"}"), "control character");
         assert!(bail(br#"{"a":1.5}"#), "float");
         assert!(bail(br#"{"a":1e3}"#), "exponent");
