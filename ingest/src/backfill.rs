@@ -28,6 +28,11 @@ use crate::{Error, Result};
 /// Default rows buffered before a commit.
 pub const DEFAULT_FLUSH_ROWS: usize = 2_000_000;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes read from the file at a time, decoded before the next read: the copy
+/// out of the page cache then lands in the L2 cache, where the decoder reads
+/// it. Reading a whole chunk at once sent it out to memory and back (the
+/// kernel's copy alone was ~7% of a pinned ingest).
+const READ_BYTES: usize = 256 * 1024;
 
 /// Reports progress (bytes of input consumed) to whoever shows it.
 pub trait Progress: Send + Sync {
@@ -295,14 +300,16 @@ fn read_and_decode(
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let path_str = path.to_string_lossy().into_owned();
     let mut decoder = Decoder::new(topic);
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES * 2);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES * 2);
     let mut line_no = 0u64;
     let mut eof = false;
+    // What the decoder holds since the last chunk was sent.
+    let (mut lines, mut blank, mut bytes) = (0u64, 0u64, 0u64);
     while !eof {
-        // Add CHUNK_BYTES or up to EOF (`read_to_end` reads into the spare
+        // Add READ_BYTES or up to EOF (`read_to_end` reads into the spare
         // capacity without zeroing it first).
-        buf.reserve(CHUNK_BYTES);
-        let want = CHUNK_BYTES as u64;
+        buf.reserve(READ_BYTES);
+        let want = READ_BYTES as u64;
         let got = (&mut file)
             .take(want)
             .read_to_end(&mut buf)
@@ -310,16 +317,15 @@ fn read_and_decode(
         if (got as u64) < want {
             eof = true;
         }
-        // Process complete lines; keep a trailing partial line unless at EOF.
+        // Decode complete lines; keep a trailing partial line unless at EOF.
         let end = if eof {
             buf.len()
         } else {
             match memchr::memrchr(b'\n', &buf) {
                 Some(i) => i + 1,
-                None => continue, // a line longer than the chunk: read more
+                None => continue, // a line longer than a read: read more
             }
         };
-        let (mut lines, mut blank) = (0u64, 0u64);
         let mut from = 0;
         let data = &buf[..end];
         let breaks = memchr::memchr_iter(b'\n', data)
@@ -342,14 +348,18 @@ fn read_and_decode(
                 },
             });
         }
-        let decoded = decoder.finish(now_micros())?;
         buf.drain(..end);
+        bytes += end as u64;
+        if bytes < CHUNK_BYTES as u64 && !eof {
+            continue;
+        }
         let chunk = Chunk {
-            decoded,
+            decoded: decoder.finish(now_micros())?,
             lines,
             blank,
-            bytes: end as u64,
+            bytes,
         };
+        (lines, blank, bytes) = (0, 0, 0);
         if tx.blocking_send(Ok(chunk)).is_err() {
             return Ok(()); // the consumer stopped (it reports its own error)
         }
@@ -359,4 +369,61 @@ fn read_and_decode(
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+
+    fn event(id: &str, extra: &str) -> String {
+        format!(
+            r#"{{"event_id":"{id}","event_time":"2026-11-20T08:00:00Z","app_id":"a","developer_id":"d","api":"x","status":200{extra}}}"#
+        )
+    }
+
+    /// Lines cut across reads, a line longer than several reads, CRLF, blank
+    /// lines, a bad line and no final newline: every line is decoded once,
+    /// with its own line number, and chunks count every byte.
+    #[test]
+    fn reads_whole_lines_across_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let long = format!(r#","note":"{}""#, "x".repeat(READ_BYTES * 2 + 17));
+        let mut text = String::new();
+        for i in 0..3000 {
+            text += &event(&format!("a{i}"), "");
+            text += "\n";
+        }
+        text += &event("crlf", "");
+        text += "\r\n\n   \n";
+        text += &event("long", &long);
+        text += "\n{not json\n";
+        text += &event("last", "");
+        std::fs::write(&path, &text).unwrap();
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        read_and_decode(Topic::ApiAccess, &path, tx).unwrap();
+        let (mut events, mut lines, mut blank, mut bytes) = (Vec::new(), 0, 0, 0);
+        let mut bad_lines = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            let chunk = chunk.unwrap();
+            (lines, blank, bytes) = (
+                lines + chunk.lines,
+                blank + chunk.blank,
+                bytes + chunk.bytes,
+            );
+            let ids = chunk.decoded.events.column(0).as_string::<i32>();
+            events.extend(ids.iter().map(|v| v.unwrap().to_string()));
+            let q = &chunk.decoded.quarantine;
+            let at = q.schema().index_of("line").unwrap();
+            bad_lines.extend(q.column(at).as_primitive::<Int64Type>().iter().flatten());
+        }
+        assert_eq!(bytes, text.len() as u64);
+        assert_eq!((lines, blank), (3004, 2));
+        assert_eq!(events.len(), 3003);
+        assert_eq!(events[3000..], ["crlf", "long", "last"]);
+        assert_eq!(bad_lines, [3005]);
+    }
 }
