@@ -39,6 +39,6 @@ if [ "$ONLY_MAIN" = 1 ]; then
   exit 0
 fi
 # 2. detect vs DuckDB on the same rule SQL (same binary, same Python).
-PYTHON="$PY" BENCH_WORK="$WORK_ROOT/bench-detect" benches/detect.sh --events "$EVENTS" --runs 1
+PYTHON="$PY" BENCH_WORK="$WORK_ROOT/bench-detect" benches/detect.sh --events "$EVENTS" --runs 3
 # 3. erase one user vs a full rewrite; verify vs DuckDB's count.
 "$PY" retention/bench/erase_bench.py --bin "$BIN" --events "$EVENTS" --work "$WORK_ROOT/bench-retention"
