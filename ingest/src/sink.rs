@@ -533,7 +533,9 @@ fn packed_order(
     for_each_kept(pending, |b, r, g| {
         let date = (i64::from(cols[b].0[r]) - i64::from(min_date)) as u64;
         let user = users.map_or(0, |u| u64::from(u[g]));
-        let hi = (date << (app_bits + user_bits)) | (u64::from(apps[g]) << user_bits) | user;
+        // `checked_shl`: with no date bits the shift may be 64 (date is 0).
+        let date = date.checked_shl(app_bits + user_bits).unwrap_or(0);
+        let hi = date | (u64::from(apps[g]) << user_bits) | user;
         keys.push((u128::from(hi) << 64) | ((b as u128) << 32) | r as u128);
     });
     keys.sort_unstable();

@@ -431,9 +431,19 @@ impl Lake {
                 // files), so its first rows take the path every later
                 // append takes: delta-rs's write splits them by partition
                 // and copies them again (~6% of a 1M-event ingest).
-                self.create_empty(table, &current, &batches[0].schema())
-                    .await?;
-                continue;
+                match self
+                    .create_empty(table, &current, &batches[0].schema())
+                    .await
+                {
+                    Ok(()) => continue,
+                    Err(e) if e.is_retryable() && attempt < opts.commit_attempts => {
+                        let backoff = Duration::from_millis(50 * 2u64.pow(attempt.min(7)));
+                        tracing::warn!(table, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "creating the table failed, retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if own_path && current.version().is_some() {
                 own_files = Some(
