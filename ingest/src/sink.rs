@@ -444,9 +444,10 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
         None
     };
     let kept: usize = pending.iter().map(Pending::rows).sum();
-    let indices = match packed_order(&pending, &apps, users.as_deref(), kept) {
+    let cols: Vec<(&[i32], &[i64])> = pending.iter().map(dates_and_times).collect();
+    let indices = match packed_order(&pending, &cols, &apps, users.as_deref(), kept) {
         Some(indices) => indices,
-        None => full_order(&pending, &apps, users.as_deref(), kept),
+        None => full_order(&pending, &cols, &apps, users.as_deref(), kept),
     };
     drop((apps, users));
     let sorted = started.elapsed();
@@ -476,6 +477,8 @@ fn for_each_kept(pending: &[Pending], mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
+/// The `date` and `event_time` values of a pending batch (`cols[batch]` of
+/// the orders below).
 fn dates_and_times(p: &Pending) -> (&[i32], &[i64]) {
     let dates = p
         .events
@@ -500,11 +503,11 @@ fn dates_and_times(p: &Pending) -> (&[i32], &[i64]) {
 /// key, and one comparison). `None` if times go back or the key does not fit.
 fn packed_order(
     pending: &[Pending],
+    cols: &[(&[i32], &[i64])],
     apps: &[u32],
     users: Option<&[u32]>,
     kept: usize,
 ) -> Option<Vec<(usize, usize)>> {
-    let cols: Vec<(&[i32], &[i64])> = pending.iter().map(dates_and_times).collect();
     let (mut min_date, mut max_date, mut last_time, mut ordered) =
         (i32::MAX, i32::MIN, i64::MIN, true);
     for_each_kept(pending, |b, r, _| {
@@ -550,11 +553,11 @@ fn packed_order(
 /// 32 bytes a row.
 fn full_order(
     pending: &[Pending],
+    cols: &[(&[i32], &[i64])],
     apps: &[u32],
     users: Option<&[u32]>,
     kept: usize,
 ) -> Vec<(usize, usize)> {
-    let cols: Vec<(&[i32], &[i64])> = pending.iter().map(dates_and_times).collect();
     let mut keys: Vec<(i32, u64, i64, u32, u32)> = Vec::with_capacity(kept);
     for_each_kept(pending, |b, r, g| {
         let ids = (u64::from(apps[g]) << 32) | users.map_or(0, |u| u64::from(u[g]));
@@ -736,7 +739,8 @@ mod tests {
             ranks(&batches, "user_id").unwrap(),
         );
         let kept = pending.iter().map(Pending::rows).sum();
-        let packed = packed_order(&pending, &apps, Some(&users), kept);
+        let cols: Vec<_> = pending.iter().map(dates_and_times).collect();
+        let packed = packed_order(&pending, &cols, &apps, Some(&users), kept);
         assert_eq!(packed.is_some(), times_in_order);
         assert_eq!(cluster(pending).unwrap(), expected);
     }

@@ -251,32 +251,6 @@ type StrList<'a> = Option<Vec<Cow<'a, str>>>;
 /// A list of the fast path: items borrowed from the payload, inline up to 8.
 type FastList<'a> = Option<SmallVec<[&'a str; 8]>>;
 
-/// A list of strings as either path holds it, appended to a list builder.
-trait StrItems {
-    fn append_to(&self, b: &mut ListBuilder<StringBuilder>);
-}
-
-impl StrItems for StrList<'_> {
-    fn append_to(&self, b: &mut ListBuilder<StringBuilder>) {
-        append_list(b, self);
-    }
-}
-
-impl StrItems for FastList<'_> {
-    #[inline]
-    fn append_to(&self, b: &mut ListBuilder<StringBuilder>) {
-        match self {
-            Some(items) => {
-                for item in items {
-                    b.values().append_value(item);
-                }
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-}
-
 /// An access event; `L` is how its two lists are held: owned on the serde
 /// path, borrowed and on the stack on the fast path (two heap allocations an
 /// event less).
@@ -444,7 +418,8 @@ fn ts_builder() -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::new().with_timezone("UTC")
 }
 
-fn append_list(b: &mut ListBuilder<StringBuilder>, v: &StrList<'_>) {
+/// Appends a list of strings (`None`: a null list), however a path holds it.
+fn append_list<S: AsRef<str>>(b: &mut ListBuilder<StringBuilder>, v: Option<&[S]>) {
     match v {
         Some(items) => {
             for item in items {
@@ -645,7 +620,11 @@ impl TopicRows for AccessRows {
 impl AccessRows {
     /// Appends one checked event to the builders.
     #[inline]
-    fn push<L: StrItems>(&mut self, e: &AccessEvent<'_, L>) {
+    fn push<L, S>(&mut self, e: &AccessEvent<'_, Option<L>>)
+    where
+        L: std::ops::Deref<Target = [S]>,
+        S: AsRef<str>,
+    {
         self.event_id.append_value(&e.event_id);
         self.event_time.append_value(e.event_time.0);
         self.app_id.append_value(&e.app_id);
@@ -654,8 +633,8 @@ impl AccessRows {
         self.api.append_value(&e.api);
         self.required_scope
             .append_option(e.required_scope.as_deref());
-        e.token_scopes.append_to(&mut self.token_scopes);
-        e.data_categories.append_to(&mut self.data_categories);
+        append_list(&mut self.token_scopes, e.token_scopes.as_deref());
+        append_list(&mut self.data_categories, e.data_categories.as_deref());
         self.record_count.append_option(e.record_count);
         self.status.append_value(e.status);
         self.client_ip.append_option(e.client_ip.as_deref());
@@ -725,7 +704,7 @@ impl TopicRows for GrantRows {
         self.app_id.append_value(&e.app_id);
         self.user_id.append_value(&e.user_id);
         self.action.append_value(&e.action);
-        append_list(&mut self.scopes, &e.scopes);
+        append_list(&mut self.scopes, e.scopes.as_deref());
         self.date.append_value(date32_of_micros(e.event_time.0));
         self.len += 1;
         Ok(())
@@ -774,8 +753,11 @@ impl TopicRows for AppRows {
         self.developer_id.append_option(e.developer_id.as_deref());
         self.app_kind.append_option(e.app_kind.as_deref());
         self.action.append_value(&e.action);
-        append_list(&mut self.declared_scopes, &e.declared_scopes);
-        append_list(&mut self.declared_categories, &e.declared_categories);
+        append_list(&mut self.declared_scopes, e.declared_scopes.as_deref());
+        append_list(
+            &mut self.declared_categories,
+            e.declared_categories.as_deref(),
+        );
         self.export_approved.append_option(e.export_approved);
         self.date.append_value(date32_of_micros(e.event_time.0));
         self.len += 1;

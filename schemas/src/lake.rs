@@ -380,6 +380,16 @@ impl Lake {
         // Appends of date-sorted rows to an existing table: files written
         // once by [`Lake::write_files`], committed by each attempt.
         let mut own_files: Option<Vec<Add>> = None;
+        // Rows sorted by date go through `write_files` (and a missing table
+        // is created first); the order does not change between attempts.
+        let sorted_append = mode == SaveMode::Append
+            && !batches.is_empty()
+            && batches
+                .iter()
+                .map(datafile::is_sorted_by_date)
+                .collect::<Result<Vec<bool>>>()?
+                .into_iter()
+                .all(|sorted| sorted);
         loop {
             attempt += 1;
             let current = match self.table(table).await? {
@@ -416,15 +426,7 @@ impl Lake {
                     }
                 }
             }
-            let own_path = mode == SaveMode::Append
-                && own_files.is_none()
-                && !batches.is_empty()
-                && batches
-                    .iter()
-                    .map(datafile::is_sorted_by_date)
-                    .collect::<Result<Vec<bool>>>()?
-                    .into_iter()
-                    .all(|sorted| sorted);
+            let own_path = sorted_append && own_files.is_none();
             if own_path && current.version().is_none() {
                 // A new table is created empty first (the protocol and
                 // metadata delta-rs's write would commit with its first
