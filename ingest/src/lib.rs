@@ -16,6 +16,7 @@ mod error;
 
 pub mod backfill;
 pub mod dedupe;
+mod gather;
 pub mod kafka;
 pub mod memory;
 pub mod metrics;

@@ -15,8 +15,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{cast, filter_record_batch, interleave_record_batch};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use auditlake_schemas::TxnUpdate;
 use auditlake_schemas::erasure::load_erased;
@@ -443,15 +447,29 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
     } else {
         None
     };
+    let user_ranks = users.as_ref().map(|u| u.of_row.as_slice());
     let kept: usize = pending.iter().map(Pending::rows).sum();
     let cols: Vec<(&[i32], &[i64])> = pending.iter().map(dates_and_times).collect();
-    let indices = match packed_order(&pending, &cols, &apps, users.as_deref(), kept) {
-        Some(indices) => indices,
-        None => full_order(&pending, &cols, &apps, users.as_deref(), kept),
+    let order = match packed_order(&pending, &cols, &apps.of_row, user_ranks, kept) {
+        Some(order) => order,
+        None => full_order(&pending, &cols, &apps.of_row, user_ranks, kept),
     };
+    // The sort columns are rebuilt from their ranks, which the sorted keys
+    // carry in order: no gather of their strings.
+    let mut done = Vec::new();
+    for (column, ranks, ordered) in [
+        ("app_id", Some(&apps), Some(&order.apps)),
+        ("user_id", users.as_ref(), order.users.as_ref()),
+    ] {
+        if let (Some(ranks), Some(ordered), Ok(c)) = (ranks, ordered, schema.index_of(column))
+            && schema.field(c).data_type() == &DataType::Utf8
+        {
+            done.push((c, ranks.column(ordered)));
+        }
+    }
     drop((apps, users));
     let sorted = started.elapsed();
-    let batch = interleave_record_batch(&batches, &indices)?;
+    let batch = crate::gather::gather(&batches, &order.indices, done)?;
     tracing::debug!(
         rows = batch.num_rows(),
         sort_ms = sorted.as_secs_f64() * 1e3,
@@ -459,6 +477,14 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
         "clustered a flush"
     );
     Ok(batch)
+}
+
+/// The sorted order of a flush: the rows as `(batch, row)`, and their app
+/// and user ranks in that order.
+struct Order {
+    indices: Vec<(usize, usize)>,
+    apps: Vec<u32>,
+    users: Option<Vec<u32>>,
 }
 
 /// Calls `f(batch, row, global row)` for each kept row of `pending`, in
@@ -507,7 +533,7 @@ fn packed_order(
     apps: &[u32],
     users: Option<&[u32]>,
     kept: usize,
-) -> Option<Vec<(usize, usize)>> {
+) -> Option<Order> {
     let (mut min_date, mut max_date, mut last_time, mut ordered) =
         (i32::MAX, i32::MIN, i64::MIN, true);
     for_each_kept(pending, |b, r, _| {
@@ -542,11 +568,23 @@ fn packed_order(
         keys.push((u128::from(hi) << 64) | ((b as u128) << 32) | r as u128);
     });
     keys.sort_unstable();
-    Some(
-        keys.into_iter()
-            .map(|k| (((k >> 32) as u32) as usize, (k as u32) as usize))
-            .collect(),
-    )
+    let mask = |bits: u32| (1u64 << bits) - 1;
+    let mut order = Order {
+        indices: Vec::with_capacity(kept),
+        apps: Vec::with_capacity(kept),
+        users: users.map(|_| Vec::with_capacity(kept)),
+    };
+    for k in keys {
+        let hi = (k >> 64) as u64;
+        order
+            .indices
+            .push((((k >> 32) as u32) as usize, (k as u32) as usize));
+        order.apps.push(((hi >> user_bits) & mask(app_bits)) as u32);
+        if let Some(users) = &mut order.users {
+            users.push((hi & mask(user_bits)) as u32);
+        }
+    }
+    Some(order)
 }
 
 /// The sorted order on the full key `(date, app, user, time, batch, row)`:
@@ -557,20 +595,51 @@ fn full_order(
     apps: &[u32],
     users: Option<&[u32]>,
     kept: usize,
-) -> Vec<(usize, usize)> {
+) -> Order {
     let mut keys: Vec<(i32, u64, i64, u32, u32)> = Vec::with_capacity(kept);
     for_each_kept(pending, |b, r, g| {
         let ids = (u64::from(apps[g]) << 32) | users.map_or(0, |u| u64::from(u[g]));
         keys.push((cols[b].0[r], ids, cols[b].1[r], b as u32, r as u32));
     });
     keys.sort_unstable();
-    keys.iter().map(|k| (k.3 as usize, k.4 as usize)).collect()
+    Order {
+        indices: keys.iter().map(|k| (k.3 as usize, k.4 as usize)).collect(),
+        apps: keys.iter().map(|k| (k.1 >> 32) as u32).collect(),
+        users: users.map(|_| keys.iter().map(|k| k.1 as u32).collect()),
+    }
 }
 
-/// The rank of each row's value of a string column among its distinct values
-/// (1-based, in byte order; 0 for null, which sorts first), over `batches`
-/// one after the other.
-fn ranks(batches: &[&RecordBatch], column: &str) -> Result<Vec<u32>> {
+/// A string column's distinct values in byte order, and the rank of each
+/// row's value among them.
+struct Ranks {
+    /// Per row of the batches one after the other: 1-based rank, 0 for null
+    /// (which sorts first).
+    of_row: Vec<u32>,
+    /// The value of rank `r` is `values.value(r - 1)`.
+    values: StringArray,
+}
+
+impl Ranks {
+    /// The column of the rows whose ranks are `ordered`.
+    fn column(&self, ordered: &[u32]) -> ArrayRef {
+        let bytes = ordered
+            .iter()
+            .filter(|&&r| r > 0)
+            .map(|&r| self.values.value_length(r as usize - 1) as usize)
+            .sum();
+        let mut b = StringBuilder::with_capacity(ordered.len(), bytes);
+        for &r in ordered {
+            match r {
+                0 => b.append_null(),
+                r => b.append_value(self.values.value(r as usize - 1)),
+            }
+        }
+        Arc::new(b.finish())
+    }
+}
+
+/// The ranks of a string column's values over `batches` one after the other.
+fn ranks(batches: &[&RecordBatch], column: &str) -> Result<Ranks> {
     let arrays = batches
         .iter()
         .map(|b| {
@@ -585,9 +654,9 @@ fn ranks(batches: &[&RecordBatch], column: &str) -> Result<Vec<u32>> {
     // foldhash, not SipHash: two lookups a row (app and user) made SipHash
     // ~1% of an ingest.
     let mut ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
-    let mut ranks: Vec<u32> = Vec::with_capacity(rows);
+    let mut of_row: Vec<u32> = Vec::with_capacity(rows);
     for array in &arrays {
-        ranks.extend(array.as_string::<i32>().iter().map(|v| match v {
+        of_row.extend(array.as_string::<i32>().iter().map(|v| match v {
             Some(v) => {
                 let next = ids.len() as u32;
                 *ids.entry(v).or_insert(next) + 1
@@ -602,10 +671,11 @@ fn ranks(batches: &[&RecordBatch], column: &str) -> Result<Vec<u32>> {
     for (rank, (_, id)) in order.iter().enumerate() {
         rank_of[*id as usize + 1] = rank as u32 + 1;
     }
-    for r in ranks.iter_mut() {
+    for r in of_row.iter_mut() {
         *r = rank_of[*r as usize];
     }
-    Ok(ranks)
+    let values = StringArray::from_iter_values(order.iter().map(|(v, _)| v));
+    Ok(Ranks { of_row, values })
 }
 
 #[cfg(test)]
@@ -740,7 +810,7 @@ mod tests {
         );
         let kept = pending.iter().map(Pending::rows).sum();
         let cols: Vec<_> = pending.iter().map(dates_and_times).collect();
-        let packed = packed_order(&pending, &cols, &apps, Some(&users), kept);
+        let packed = packed_order(&pending, &cols, &apps.of_row, Some(&users.of_row), kept);
         assert_eq!(packed.is_some(), times_in_order);
         assert_eq!(cluster(pending).unwrap(), expected);
     }

@@ -1,0 +1,332 @@
+//! Copying a flush's rows from the pending batches into their sorted order.
+//!
+//! Most columns go through arrow's `interleave`. Lists of strings drawn from
+//! a small set (a token's scopes, an event's data categories) do not: read in
+//! sorted order, each row costs three dependent cache misses (list offsets,
+//! item offsets, item bytes) scattered over the whole flush, which made
+//! `token_scopes` the costliest column of the gather. Instead each distinct
+//! list is interned once, reading the batches in arrival order, the rows'
+//! list ids (4 bytes a row, cache-resident) are gathered, and the column is
+//! rebuilt in sorted order from the few distinct lists.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, ListBuilder, RecordBatch, StringBuilder};
+use arrow::compute::interleave;
+use arrow::datatypes::{DataType, FieldRef};
+use hashbrown::HashTable;
+
+use crate::Result;
+
+/// Interning stops (and the column is interleaved) once a list column has
+/// more distinct values than this, and more than a quarter of its rows:
+/// unique lists would only be copied twice.
+const MAX_DISTINCT_LISTS: usize = 4096;
+
+/// The id of a null list.
+const NULL_LIST: u32 = u32::MAX;
+
+/// The rows `indices` (`(batch, row)`) of `batches`, in that order, as one
+/// batch of the same schema; the columns in `done` (by index) are already
+/// built.
+pub(crate) fn gather(
+    batches: &[&RecordBatch],
+    indices: &[(usize, usize)],
+    mut done: Vec<(usize, ArrayRef)>,
+) -> Result<RecordBatch> {
+    let schema = batches[0].schema();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            if let Some(i) = done.iter().position(|(d, _)| *d == c) {
+                return Ok(done.swap_remove(i).1);
+            }
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            match interned_lists(&arrays, indices) {
+                Some(array) => Ok(array),
+                None => Ok(interleave(&arrays, indices)?),
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The gather of a list-of-strings column through interned lists; `None` if
+/// the column is of another type, holds null items, or its lists are mostly
+/// distinct.
+fn interned_lists(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<ArrayRef> {
+    let DataType::List(field) = arrays.first()?.data_type() else {
+        return None;
+    };
+    if field.data_type() != &DataType::Utf8 {
+        return None;
+    }
+    let lists: Vec<&ListArray> = arrays.iter().map(|a| a.as_list::<i32>()).collect();
+    if lists.iter().any(|l| l.values().null_count() > 0) {
+        return None;
+    }
+    let mut dict = ListDictionary::default();
+    let mut ids: Vec<Vec<u32>> = Vec::with_capacity(lists.len());
+    let mut rows = 0usize;
+    for list in &lists {
+        let items = list.values().as_string::<i32>();
+        let (offsets, item_offsets, bytes) = (
+            list.value_offsets(),
+            items.value_offsets(),
+            items.value_data(),
+        );
+        let batch_ids = (0..list.len())
+            .map(|row| {
+                if list.is_null(row) {
+                    return NULL_LIST;
+                }
+                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                dict.intern(&item_offsets[start..=end], bytes)
+            })
+            .collect();
+        ids.push(batch_ids);
+        rows += list.len();
+        if dict.len() > MAX_DISTINCT_LISTS.max(rows / 4) {
+            return None;
+        }
+    }
+    Some(Arc::new(dict.build(&ids, indices, field)))
+}
+
+/// The distinct lists of a column: each list's items, one after another.
+#[derive(Default)]
+struct ListDictionary {
+    /// List ids, hashed by their items.
+    table: HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+    /// Per list id: its first item and its number of items.
+    lists: Vec<(u32, u32)>,
+    /// Item `i` is `items[item_offsets[i]..item_offsets[i + 1]]`.
+    item_offsets: Vec<usize>,
+    items: String,
+}
+
+impl ListDictionary {
+    fn len(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// The items of list `id` as a byte range of `items`, and their offsets.
+    fn list(&self, id: u32) -> (&[usize], &[u8]) {
+        let (first, n) = self.lists[id as usize];
+        let offsets = &self.item_offsets[first as usize..=(first + n) as usize];
+        let range = offsets[0]..offsets[offsets.len() - 1];
+        (offsets, &self.items.as_bytes()[range])
+    }
+
+    /// The id of the list whose items are `bytes[offsets[i]..offsets[i + 1]]`
+    /// (items of a valid string array), added if new.
+    fn intern(&mut self, offsets: &[i32], bytes: &[u8]) -> u32 {
+        let base = offsets[0];
+        let row_bytes = &bytes[base as usize..offsets[offsets.len() - 1] as usize];
+        let lens = offsets.windows(2).map(|w| (w[1] - w[0]) as usize);
+        let hash = hash_list(&self.hasher, lens, row_bytes);
+        let found = self.table.find(hash, |&id| {
+            let (theirs, their_bytes) = self.list(id);
+            theirs.len() == offsets.len()
+                && their_bytes == row_bytes
+                && theirs
+                    .iter()
+                    .zip(offsets)
+                    .all(|(t, o)| t - theirs[0] == (o - base) as usize)
+        });
+        if let Some(&id) = found {
+            return id;
+        }
+        let id = self.lists.len() as u32;
+        let first = self.item_offsets.len().saturating_sub(1);
+        if self.item_offsets.is_empty() {
+            self.item_offsets.push(0);
+        }
+        self.lists.push((first as u32, (offsets.len() - 1) as u32));
+        // Items of a valid string array are valid UTF-8.
+        self.items
+            .push_str(std::str::from_utf8(row_bytes).expect("string array items are UTF-8"));
+        let start = self.items.len() - row_bytes.len();
+        self.item_offsets
+            .extend(offsets[1..].iter().map(|o| start + (o - base) as usize));
+        let Self {
+            table,
+            lists,
+            item_offsets,
+            items,
+            hasher,
+        } = self;
+        table.insert_unique(hash, id, |&id| {
+            let (first, n) = lists[id as usize];
+            let offs = &item_offsets[first as usize..=(first + n) as usize];
+            let lens = offs.windows(2).map(|w| w[1] - w[0]);
+            hash_list(
+                hasher,
+                lens,
+                &items.as_bytes()[offs[0]..offs[offs.len() - 1]],
+            )
+        });
+        id
+    }
+
+    /// The list column of rows `indices`, given each batch's list ids.
+    fn build(&self, ids: &[Vec<u32>], indices: &[(usize, usize)], field: &FieldRef) -> ListArray {
+        let ordered: Vec<u32> = indices.iter().map(|&(b, r)| ids[b][r]).collect();
+        let (mut items, mut bytes) = (0usize, 0usize);
+        for &id in &ordered {
+            if id != NULL_LIST {
+                let (offsets, list_bytes) = self.list(id);
+                items += offsets.len() - 1;
+                bytes += list_bytes.len();
+            }
+        }
+        let mut b =
+            ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), ordered.len())
+                .with_field(field.clone());
+        for id in ordered {
+            if id == NULL_LIST {
+                b.append(false);
+                continue;
+            }
+            let (offsets, _) = self.list(id);
+            for w in offsets.windows(2) {
+                b.values().append_value(&self.items[w[0]..w[1]]);
+            }
+            b.append(true);
+        }
+        b.finish()
+    }
+}
+
+/// The hash of a list given its items' lengths and their bytes, one after
+/// another (the lengths tell `["ab"]` from `["a", "b"]`).
+fn hash_list(
+    state: &foldhash::fast::FixedState,
+    lens: impl Iterator<Item = usize>,
+    bytes: &[u8],
+) -> u64 {
+    let mut h = state.build_hasher();
+    for len in lens {
+        h.write_usize(len);
+    }
+    h.write(bytes);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{Field, Schema};
+
+    fn lists(rows: &[Option<&[&str]>]) -> ListArray {
+        let field = Arc::new(Field::new("element", DataType::Utf8, true));
+        let mut b = ListBuilder::new(StringBuilder::new()).with_field(field);
+        for row in rows {
+            match row {
+                Some(items) => {
+                    for item in *items {
+                        b.values().append_value(item);
+                    }
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        b.finish()
+    }
+
+    fn batch(rows: &[Option<&[&str]>], ids: &[&str]) -> RecordBatch {
+        let scopes = lists(rows);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("scopes", scopes.data_type().clone(), true),
+            Field::new("id", DataType::Utf8, false),
+        ]));
+        let ids = StringArray::from_iter_values(ids.iter());
+        RecordBatch::try_new(schema, vec![Arc::new(scopes), Arc::new(ids)]).unwrap()
+    }
+
+    /// Interned lists gather exactly like arrow's interleave: null and empty
+    /// lists, lists whose items concatenate alike (`["ab"]`, `["a", "b"]`),
+    /// repeats across batches, a sliced batch; pre-built columns are used
+    /// as given.
+    #[test]
+    fn interned_gather_matches_interleave() {
+        let ab: &[&str] = &["ab"];
+        let a_b: &[&str] = &["a", "b"];
+        let empty: &[&str] = &[];
+        let long: &[&str] = &["order.read", "item.read", "refund.read", "\u{e9}t\u{e9}"];
+        let rows = [
+            Some(ab),
+            Some(a_b),
+            None,
+            Some(empty),
+            Some(long),
+            Some(a_b),
+        ];
+        let first = batch(&rows, &["0", "1", "2", "3", "4", "5"]);
+        let second = batch(
+            &[Some(long), None, Some(ab), Some(empty)],
+            &["6", "7", "8", "9"],
+        );
+        let sliced = first.slice(2, 3);
+        let batches = [&first, &second, &sliced];
+        let indices = [
+            (1, 3),
+            (0, 1),
+            (2, 0),
+            (0, 0),
+            (1, 0),
+            (2, 2),
+            (0, 4),
+            (0, 2),
+            (1, 2),
+            (0, 5),
+            (2, 1),
+            (1, 1),
+            (0, 3),
+        ];
+        let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(0).as_ref()).collect();
+        let interned = interned_lists(&arrays, &indices).expect("few distinct lists are interned");
+        let expected = interleave(&arrays, &indices).unwrap();
+        assert_eq!(interned.as_ref(), expected.as_ref());
+
+        let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..indices.len()).map(|i| format!("given {i}")),
+        ));
+        let out = gather(&batches, &indices, vec![(1, ids.clone())]).unwrap();
+        assert_eq!(out.column(0).as_ref(), expected.as_ref());
+        assert_eq!(out.column(1), &ids);
+        let out = gather(&batches, &indices, Vec::new()).unwrap();
+        let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(1).as_ref()).collect();
+        assert_eq!(
+            out.column(1).as_ref(),
+            interleave(&arrays, &indices).unwrap().as_ref()
+        );
+    }
+
+    /// Lists that are mostly distinct, or that hold null items, are left to
+    /// interleave.
+    #[test]
+    fn distinct_or_null_items_are_not_interned() {
+        let names: Vec<String> = (0..MAX_DISTINCT_LISTS + 100)
+            .map(|i| format!("s{i}"))
+            .collect();
+        let items: Vec<[&str; 1]> = names.iter().map(|n| [n.as_str()]).collect();
+        let rows: Vec<Option<&[&str]>> = items.iter().map(|i| Some(&i[..])).collect();
+        let distinct = lists(&rows);
+        let indices: Vec<(usize, usize)> = (0..rows.len()).rev().map(|r| (0, r)).collect();
+        assert!(interned_lists(&[&distinct as &dyn Array], &indices).is_none());
+        let few = distinct.slice(0, 1000);
+        let first: Vec<(usize, usize)> = (0..10).map(|r| (0, r)).collect();
+        assert!(interned_lists(&[&few as &dyn Array], &first).is_some());
+
+        let field = Arc::new(Field::new("element", DataType::Utf8, true));
+        let mut b = ListBuilder::new(StringBuilder::new()).with_field(field);
+        b.values().append_null();
+        b.append(true);
+        let null_item = b.finish();
+        assert!(interned_lists(&[&null_item as &dyn Array], &[(0, 0)]).is_none());
+    }
+}
