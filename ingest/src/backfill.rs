@@ -2,8 +2,9 @@
 //! were a message of the topic.
 //!
 //! ```text
-//! file --(blocking thread: read 8 MiB chunks, split lines, decode)--> Decoded
-//!      --(bounded channel, 2 chunks)--> TopicSink::add (dedupe) --> flush every N rows
+//! file --(a blocking thread per core: 8 MiB chunks of lines, read and decoded
+//!         in turn, chunk k on thread k % n)--> Decoded, back in file order
+//!      --(a bounded channel per thread)--> TopicSink::add (dedupe) --> flush every N rows
 //!      (one flush job in flight: it sorts, encodes and commits while reading goes on)
 //! ```
 //!
@@ -11,7 +12,6 @@
 //! is repeated in the input or already in the lake: rerunning a backfill changes
 //! nothing. Quarantine rows are keyed by `file:<topic>:<canonical path>:<line>`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -200,13 +200,13 @@ impl Backfill {
             }
             let mut sink = TopicSink::open(self.lake.clone(), topic, self.opts.clone()).await?;
             sink.max_index_bytes = self.index_bytes;
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
-            let reader_path = canonical.clone();
-            let reader =
-                tokio::task::spawn_blocking(move || read_and_decode(topic, &reader_path, tx));
+            let threads = Decoders::threads(size, CHUNK_BYTES as u64);
+            tracing::debug!(threads, "decoding");
+            let mut decoders =
+                Decoders::spawn(topic, &canonical, size, CHUNK_BYTES as u64, threads);
             let (mut lines, mut blank) = (0u64, 0u64);
             let mut in_flight: Option<JoinHandle<Result<FlushOutcome>>> = None;
-            while let Some(chunk) = rx.recv().await {
+            while let Some(chunk) = decoders.next().await {
                 let chunk = chunk?;
                 lines += chunk.lines;
                 blank += chunk.blank;
@@ -226,9 +226,7 @@ impl Backfill {
                     in_flight = Some(tokio::spawn(job.run()));
                 }
             }
-            reader
-                .await
-                .map_err(|e| Error::Internal(format!("reader task: {e}")))??;
+            decoders.join().await?;
             if let Some(prev) = in_flight.take() {
                 finish_flush(&mut sink, prev).await?;
             }
@@ -287,52 +285,212 @@ struct Chunk {
     bytes: u64,
 }
 
-/// Reads `path` in chunks of whole lines, decodes each chunk, sends it on.
-fn read_and_decode(
+/// Most threads that decode one input at a time.
+const MAX_DECODERS: usize = 4;
+
+/// The decode side of one input: chunk `k` of the file (the lines that start
+/// in bytes `[k * chunk_bytes, (k + 1) * chunk_bytes)`) is decoded by thread
+/// `k % n` and received here in file order, so the sink sees the lines in
+/// the order of the file whatever the number of threads. One thread per
+/// core (up to [`MAX_DECODERS`]): decoding is most of an ingest's work, and
+/// with a single decoder a flush's sort and encode left a second core idle
+/// between flushes.
+struct Decoders {
+    topic: Topic,
+    rxs: Vec<tokio::sync::mpsc::Receiver<Result<Chunk>>>,
+    handles: Vec<JoinHandle<Result<()>>>,
+    next: usize,
+    /// Lines (blank ones too) of the chunks received so far.
+    line_base: u64,
+}
+
+impl Decoders {
+    fn spawn(topic: Topic, path: &Path, size: u64, chunk_bytes: u64, workers: usize) -> Self {
+        let workers = workers.max(1);
+        let (mut rxs, mut handles) = (Vec::new(), Vec::new());
+        for worker in 0..workers {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(1);
+            let path = path.to_path_buf();
+            let region = Regions {
+                size,
+                chunk_bytes,
+                first: worker as u64,
+                step: workers as u64,
+            };
+            handles.push(tokio::task::spawn_blocking(move || {
+                decode_chunks(topic, &path, region, tx)
+            }));
+            rxs.push(rx);
+        }
+        Self {
+            topic,
+            rxs,
+            handles,
+            next: 0,
+            line_base: 0,
+        }
+    }
+
+    /// Threads for an input of `size` bytes: one per core the process may
+    /// run on, at most one per chunk.
+    fn threads(size: u64, chunk_bytes: u64) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunks = size.div_ceil(chunk_bytes.max(1)).max(1);
+        cores.min(MAX_DECODERS).min(chunks as usize)
+    }
+
+    /// The next chunk in file order, its lines numbered in the file; `None`
+    /// after the last (or after a thread stopped: [`Decoders::join`] says why).
+    async fn next(&mut self) -> Option<Result<Chunk>> {
+        let n = self.rxs.len();
+        let mut chunk = match self.rxs[self.next % n].recv().await? {
+            Ok(chunk) => chunk,
+            Err(e) => return Some(Err(e)),
+        };
+        self.next += 1;
+        if let Err(e) = chunk.decoded.shift_file_lines(self.topic, self.line_base) {
+            return Some(Err(e.into()));
+        }
+        self.line_base += chunk.lines + chunk.blank;
+        Some(Ok(chunk))
+    }
+
+    /// Waits for every thread; the first error (or panic) of any.
+    async fn join(self) -> Result<()> {
+        drop(self.rxs);
+        for handle in self.handles {
+            handle
+                .await
+                .map_err(|e| Error::Internal(format!("decode task: {e}")))??;
+        }
+        Ok(())
+    }
+}
+
+/// Which chunks one decode thread takes: `first`, `first + step`, ... while
+/// the chunk starts before `size` (the last reads on to the end of the file).
+#[derive(Debug, Clone, Copy)]
+struct Regions {
+    size: u64,
+    chunk_bytes: u64,
+    first: u64,
+    step: u64,
+}
+
+/// Decodes this thread's chunks of `path` in order and sends each on.
+fn decode_chunks(
     topic: Topic,
     path: &Path,
+    regions: Regions,
     tx: tokio::sync::mpsc::Sender<Result<Chunk>>,
 ) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Input {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let path_str = path.to_string_lossy().into_owned();
+    let mut decoder = Decoder::new(topic);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES * 2);
+    let mut k = regions.first;
+    while k == 0 || k * regions.chunk_bytes < regions.size {
+        let start = k * regions.chunk_bytes;
+        let end = if (k + 1) * regions.chunk_bytes >= regions.size {
+            u64::MAX
+        } else {
+            (k + 1) * regions.chunk_bytes
+        };
+        let chunk = decode_chunk(&file, path, &path_str, &mut decoder, &mut buf, start, end);
+        let stop = chunk.is_err();
+        if tx.blocking_send(chunk).is_err() || stop {
+            return Ok(()); // the consumer stopped, or has the error
+        }
+        k += regions.step;
+    }
+    Ok(())
+}
+
+/// Reads up to `want` bytes of `file` at `offset` onto the end of `buf`;
+/// fewer only at the end of the file.
+fn read_at(
+    file: &std::fs::File,
+    offset: u64,
+    want: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let old = buf.len();
+    buf.resize(old + want, 0);
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut buf[old + got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(old);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(old + got);
+    Ok(got)
+}
+
+/// Decodes the lines of `file` that start in bytes `[start, end)` (the last
+/// one may run past `end`), `READ_BYTES` at a time: each read is decoded
+/// while it is still in the L2 cache (reading a whole chunk at once sent it
+/// out to memory and back). Lines are numbered from 1.
+fn decode_chunk(
+    file: &std::fs::File,
+    path: &Path,
+    path_str: &str,
+    decoder: &mut Decoder,
+    buf: &mut Vec<u8>,
+    start: u64,
+    end: u64,
+) -> Result<Chunk> {
     let io_err = |source| Error::Input {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let path_str = path.to_string_lossy().into_owned();
-    let mut decoder = Decoder::new(topic);
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES * 2);
-    let mut line_no = 0u64;
-    let mut eof = false;
-    // What the decoder holds since the last chunk was sent.
-    let (mut lines, mut blank, mut bytes) = (0u64, 0u64, 0u64);
-    while !eof {
-        // Add READ_BYTES or up to EOF (`read_to_end` reads into the spare
-        // capacity without zeroing it first).
-        buf.reserve(READ_BYTES);
-        let want = READ_BYTES as u64;
-        let got = (&mut file)
-            .take(want)
-            .read_to_end(&mut buf)
-            .map_err(io_err)?;
-        if (got as u64) < want {
-            eof = true;
-        }
-        // Decode complete lines; keep a trailing partial line unless at EOF.
-        let end = if eof {
-            buf.len()
-        } else {
-            match memchr::memrchr(b'\n', &buf) {
-                Some(i) => i + 1,
-                None => continue, // a line longer than a read: read more
+    buf.clear();
+    // The first line that starts at or after `start`: the line the byte
+    // before `start` belongs to is the previous chunk's.
+    let mut pos = start;
+    if start > 0 {
+        let mut at = start - 1;
+        loop {
+            buf.clear();
+            let got = read_at(file, at, READ_BYTES, buf).map_err(io_err)?;
+            if let Some(i) = memchr::memchr(b'\n', buf) {
+                pos = at + i as u64 + 1;
+                break;
             }
-        };
+            if got < READ_BYTES {
+                pos = at + got as u64; // no line starts in this chunk
+                break;
+            }
+            at += got as u64;
+        }
+        buf.clear();
+    }
+    let first = pos;
+    let (mut lines, mut blank, mut line_no) = (0u64, 0u64, 0u64);
+    let mut eof = false;
+    // `buf` holds the file from `pos` on.
+    while pos < end && !eof {
+        let got = read_at(file, pos + buf.len() as u64, READ_BYTES, buf).map_err(io_err)?;
+        eof = got < READ_BYTES;
         let mut from = 0;
-        let data = &buf[..end];
-        let breaks = memchr::memchr_iter(b'\n', data)
-            .chain((end > 0 && data[end - 1] != b'\n').then_some(end));
-        for to in breaks {
-            let raw = &data[from..to];
-            from = to + 1;
+        while pos < end {
+            let rest = &buf[from..];
+            let (raw, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], i + 1),
+                None if eof && !rest.is_empty() => (rest, rest.len()),
+                None => break, // a partial line: read more
+            };
+            from += next;
+            pos += next as u64;
             line_no += 1;
             let line = raw.strip_suffix(b"\r").unwrap_or(raw);
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -343,28 +501,19 @@ fn read_and_decode(
             decoder.push(RawMessage {
                 payload: line,
                 source: Source::File {
-                    path: &path_str,
+                    path: path_str,
                     line: line_no,
                 },
             });
         }
-        buf.drain(..end);
-        bytes += end as u64;
-        if bytes < CHUNK_BYTES as u64 && !eof {
-            continue;
-        }
-        let chunk = Chunk {
-            decoded: decoder.finish(now_micros())?,
-            lines,
-            blank,
-            bytes,
-        };
-        (lines, blank, bytes) = (0, 0, 0);
-        if tx.blocking_send(Ok(chunk)).is_err() {
-            return Ok(()); // the consumer stopped (it reports its own error)
-        }
+        buf.drain(..from);
     }
-    Ok(())
+    Ok(Chunk {
+        decoded: decoder.finish(now_micros())?,
+        lines,
+        blank,
+        bytes: pos - first,
+    })
 }
 
 fn now_micros() -> i64 {
@@ -383,11 +532,51 @@ mod tests {
         )
     }
 
-    /// Lines cut across reads, a line longer than several reads, CRLF, blank
-    /// lines, a bad line and no final newline: every line is decoded once,
-    /// with its own line number, and chunks count every byte.
+    /// Decodes `path` in chunks of `chunk_bytes` on `threads` threads, as an
+    /// ingest does: (event ids, quarantined lines, lines, blank, bytes).
+    fn decode_file(
+        path: &Path,
+        chunk_bytes: u64,
+        threads: usize,
+    ) -> (Vec<String>, Vec<(i64, String)>, u64, u64, u64) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let size = std::fs::metadata(path).unwrap().len();
+            let mut d = Decoders::spawn(Topic::ApiAccess, path, size, chunk_bytes, threads);
+            let (mut events, mut bad, mut lines, mut blank, mut bytes) =
+                (Vec::new(), Vec::new(), 0, 0, 0);
+            while let Some(chunk) = d.next().await {
+                let chunk = chunk.unwrap();
+                (lines, blank, bytes) = (
+                    lines + chunk.lines,
+                    blank + chunk.blank,
+                    bytes + chunk.bytes,
+                );
+                let ids = chunk.decoded.events.column(0).as_string::<i32>();
+                events.extend(ids.iter().map(|v| v.unwrap().to_string()));
+                let q = &chunk.decoded.quarantine;
+                let line = q.column(q.schema().index_of("line").unwrap());
+                let ids = q.column(0).as_string::<i32>();
+                for r in 0..q.num_rows() {
+                    let line = line.as_primitive::<Int64Type>().value(r);
+                    bad.push((line, ids.value(r).to_string()));
+                }
+            }
+            d.join().await.unwrap();
+            (events, bad, lines, blank, bytes)
+        })
+    }
+
+    /// Lines cut across reads and chunks, a line longer than several reads
+    /// and chunks, CRLF, blank lines, bad lines and no final newline, on one
+    /// to three threads and chunk sizes down to one byte: every line is
+    /// decoded once, in file order, with its line number in the file, and
+    /// the chunks count every byte.
     #[test]
-    fn reads_whole_lines_across_reads() {
+    fn decodes_every_line_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         let long = format!(r#","note":"{}""#, "x".repeat(READ_BYTES * 2 + 17));
@@ -396,34 +585,45 @@ mod tests {
             text += &event(&format!("a{i}"), "");
             text += "\n";
         }
+        text += "{bad one\n";
         text += &event("crlf", "");
         text += "\r\n\n   \n";
         text += &event("long", &long);
         text += "\n{not json\n";
         text += &event("last", "");
         std::fs::write(&path, &text).unwrap();
+        let canonical = std::fs::canonicalize(&path).unwrap();
+        let source = |line| format!("file:api-access:{}:{line}", canonical.display());
+        let mut expected: Vec<String> = (0..3000).map(|i| format!("a{i}")).collect();
+        expected.extend(["crlf", "long", "last"].map(String::from));
 
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        read_and_decode(Topic::ApiAccess, &path, tx).unwrap();
-        let (mut events, mut lines, mut blank, mut bytes) = (Vec::new(), 0, 0, 0);
-        let mut bad_lines = Vec::new();
-        while let Ok(chunk) = rx.try_recv() {
-            let chunk = chunk.unwrap();
-            (lines, blank, bytes) = (
-                lines + chunk.lines,
-                blank + chunk.blank,
-                bytes + chunk.bytes,
-            );
-            let ids = chunk.decoded.events.column(0).as_string::<i32>();
-            events.extend(ids.iter().map(|v| v.unwrap().to_string()));
-            let q = &chunk.decoded.quarantine;
-            let at = q.schema().index_of("line").unwrap();
-            bad_lines.extend(q.column(at).as_primitive::<Int64Type>().iter().flatten());
+        for (chunk_bytes, threads) in [
+            (CHUNK_BYTES as u64, 1),
+            (CHUNK_BYTES as u64, 3),
+            (100_000, 1),
+            (100_000, 2),
+            (7_777, 3),
+            (1, 2),
+        ] {
+            if chunk_bytes == 1 && threads == 2 {
+                // One chunk per byte: only the small file's head is worth it.
+                let small = dir.path().join("small.jsonl");
+                let head = "\n{x\n".to_string() + &event("s1", "") + "\r\n" + &event("s2", "");
+                std::fs::write(&small, &head).unwrap();
+                let small = std::fs::canonicalize(&small).unwrap();
+                let (events, bad, lines, blank, bytes) = decode_file(&small, 1, 2);
+                assert_eq!(events, ["s1", "s2"]);
+                let at = format!("file:api-access:{}:2", small.display());
+                assert_eq!(bad, [(2, at)]);
+                assert_eq!((lines, blank, bytes), (3, 1, head.len() as u64));
+                continue;
+            }
+            let (events, bad, lines, blank, bytes) = decode_file(&canonical, chunk_bytes, threads);
+            let case = format!("{chunk_bytes} bytes a chunk, {threads} threads");
+            assert_eq!(bytes, text.len() as u64, "{case}");
+            assert_eq!((lines, blank), (3005, 2), "{case}");
+            assert_eq!(events, expected, "{case}");
+            assert_eq!(bad, [(3001, source(3001)), (3006, source(3006))], "{case}");
         }
-        assert_eq!(bytes, text.len() as u64);
-        assert_eq!((lines, blank), (3004, 2));
-        assert_eq!(events.len(), 3003);
-        assert_eq!(events[3000..], ["crlf", "long", "last"]);
-        assert_eq!(bad_lines, [3005]);
     }
 }

@@ -11,6 +11,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, ListBuilder, RecordBatch, StringBuilder};
 use arrow::compute::interleave;
@@ -29,25 +30,66 @@ const NULL_LIST: u32 = u32::MAX;
 
 /// The rows `indices` (`(batch, row)`) of `batches`, in that order, as one
 /// batch of the same schema; the columns in `done` (by index) are already
-/// built.
+/// built. Columns are gathered on up to `threads` threads, lists and
+/// strings first (they cost the most): a flush is the one step of an ingest
+/// no other thread overlaps.
 pub(crate) fn gather(
     batches: &[&RecordBatch],
     indices: &[(usize, usize)],
-    mut done: Vec<(usize, ArrayRef)>,
+    done: Vec<(usize, ArrayRef)>,
+    threads: usize,
 ) -> Result<RecordBatch> {
     let schema = batches[0].schema();
-    let columns = (0..schema.fields().len())
-        .map(|c| {
-            if let Some(i) = done.iter().position(|(d, _)| *d == c) {
-                return Ok(done.swap_remove(i).1);
-            }
-            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-            match interned_lists(&arrays, indices) {
-                Some(array) => Ok(array),
-                None => Ok(interleave(&arrays, indices)?),
-            }
+    let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    for (c, array) in done {
+        columns[c] = Some(array);
+    }
+    let mut todo: Vec<usize> = (0..columns.len())
+        .filter(|&c| columns[c].is_none())
+        .collect();
+    todo.sort_by_key(|&c| match schema.field(c).data_type() {
+        DataType::List(_) => 0,
+        DataType::Utf8 => 1,
+        _ => 2,
+    });
+    let column = |c: usize| -> Result<ArrayRef> {
+        let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+        Ok(match interned_lists(&arrays, indices) {
+            Some(array) => array,
+            None => interleave(&arrays, indices)?,
         })
-        .collect::<Result<Vec<ArrayRef>>>()?;
+    };
+    let threads = threads.clamp(1, todo.len().max(1));
+    let gathered: Vec<(usize, Result<ArrayRef>)> =
+        if threads == 1 {
+            todo.iter().map(|&c| (c, column(c))).collect()
+        } else {
+            let next = AtomicUsize::new(0);
+            let work = || {
+                let mut out = Vec::new();
+                while let Some(&c) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    out.push((c, column(c)));
+                }
+                out
+            };
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+                let mut all = Vec::new();
+                for handle in handles {
+                    all.extend(handle.join().map_err(|_| {
+                        crate::Error::Internal("a gather thread panicked".to_string())
+                    })?);
+                }
+                Ok::<_, crate::Error>(all)
+            })?
+        };
+    for (c, array) in gathered {
+        columns[c] = Some(array?);
+    }
+    let columns = columns
+        .into_iter()
+        .map(|c| c.expect("every column gathered"))
+        .collect();
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
@@ -295,10 +337,10 @@ mod tests {
         let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
             (0..indices.len()).map(|i| format!("given {i}")),
         ));
-        let out = gather(&batches, &indices, vec![(1, ids.clone())]).unwrap();
+        let out = gather(&batches, &indices, vec![(1, ids.clone())], 1).unwrap();
         assert_eq!(out.column(0).as_ref(), expected.as_ref());
         assert_eq!(out.column(1), &ids);
-        let out = gather(&batches, &indices, Vec::new()).unwrap();
+        let out = gather(&batches, &indices, Vec::new(), 2).unwrap();
         let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(1).as_ref()).collect();
         assert_eq!(
             out.column(1).as_ref(),

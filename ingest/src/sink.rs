@@ -469,7 +469,8 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
     }
     drop((apps, users));
     let sorted = started.elapsed();
-    let batch = crate::gather::gather(&batches, &order.indices, done)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let batch = crate::gather::gather(&batches, &order.indices, done, threads)?;
     tracing::debug!(
         rows = batch.num_rows(),
         sort_ms = sorted.as_secs_f64() * 1e3,

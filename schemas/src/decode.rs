@@ -64,6 +64,52 @@ pub struct Decoded {
     pub quarantine: RecordBatch,
 }
 
+impl Decoded {
+    /// Moves the line numbers of quarantined file lines `by` lines on, and
+    /// their source ids with them: a file decoded in chunks on several
+    /// threads numbers each chunk's lines from 1, then places the chunk.
+    pub fn shift_file_lines(&mut self, topic: Topic, by: u64) -> Result<()> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        if by == 0 || self.quarantine.num_rows() == 0 {
+            return Ok(());
+        }
+        let q = &self.quarantine;
+        let schema = q.schema();
+        let (id_at, file_at, line_at) = (
+            schema.index_of("source_id")?,
+            schema.index_of("file")?,
+            schema.index_of("line")?,
+        );
+        let (ids, files) = (
+            q.column(id_at).as_string::<i32>(),
+            q.column(file_at).as_string::<i32>(),
+        );
+        let lines = q.column(line_at).as_primitive::<Int64Type>();
+        let mut new_ids = StringBuilder::with_capacity(q.num_rows(), ids.value_data().len());
+        let mut new_lines = Int64Builder::with_capacity(q.num_rows());
+        for r in 0..q.num_rows() {
+            if files.is_valid(r) && lines.is_valid(r) {
+                let line = lines.value(r) as u64 + by;
+                let source = Source::File {
+                    path: files.value(r),
+                    line,
+                };
+                new_ids.append_value(source.source_id(topic));
+                new_lines.append_value(line as i64);
+            } else {
+                new_ids.append_value(ids.value(r));
+                new_lines.append_option(lines.is_valid(r).then(|| lines.value(r)));
+            }
+        }
+        let mut columns = q.columns().to_vec();
+        columns[id_at] = Arc::new(new_ids.finish());
+        columns[line_at] = Arc::new(new_lines.finish());
+        self.quarantine = RecordBatch::try_new(schema, columns)?;
+        Ok(())
+    }
+}
+
 /// Decodes raw messages of one topic into Arrow, quarantining the bad ones.
 ///
 /// ```
@@ -924,6 +970,55 @@ mod tests {
         );
         assert_eq!(q.column(6).as_binary::<i32>().value(0), payload.as_bytes());
         q.column(7).as_string::<i32>().value(0).to_string()
+    }
+
+    /// Shifting a chunk's line numbers moves the file lines and their
+    /// source ids, and leaves Kafka messages as they were.
+    #[test]
+    fn shift_file_lines_moves_file_lines_only() {
+        use arrow::datatypes::Int64Type;
+        let mut d = Decoder::new(Topic::ApiAccess);
+        let file = |line| Source::File {
+            path: "in.jsonl",
+            line,
+        };
+        for source in [
+            file(1),
+            Source::Kafka {
+                partition: 2,
+                offset: 9,
+            },
+            file(3),
+        ] {
+            d.push(RawMessage {
+                payload: b"{bad",
+                source,
+            });
+        }
+        d.push(RawMessage {
+            payload: GOOD.as_bytes(),
+            source: file(4),
+        });
+        let mut out = d.finish(0).unwrap();
+        out.shift_file_lines(Topic::ApiAccess, 10).unwrap();
+        let q = &out.quarantine;
+        let ids: Vec<_> = q.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(
+            ids,
+            [
+                "file:api-access:in.jsonl:11",
+                "kafka:api-access:2:9",
+                "file:api-access:in.jsonl:13"
+            ]
+        );
+        let line_at = q.schema().index_of("line").unwrap();
+        let lines: Vec<_> = q
+            .column(line_at)
+            .as_primitive::<Int64Type>()
+            .iter()
+            .collect();
+        assert_eq!(lines, [Some(11), None, Some(13)]);
+        assert_eq!(out.events.num_rows(), 1);
     }
 
     /// The fast path either gives up or decodes exactly what serde decodes,
