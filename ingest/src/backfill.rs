@@ -191,19 +191,27 @@ impl Backfill {
             inputs.push((*topic, path.clone(), canonical, meta.len()));
         }
         let mut report = BackfillReport::default();
-        for (topic, path, canonical, size) in inputs {
+        for (topic, path, canonical, _) in inputs {
             let t0 = Instant::now();
             let span = tracing::info_span!("backfill", topic = %topic, path = %path.display());
             let _guard = span.enter();
-            if let Some(p) = &self.progress {
-                p.start(topic, &path, size);
-            }
             let mut sink = TopicSink::open(self.lake.clone(), topic, self.opts.clone()).await?;
             sink.max_index_bytes = self.index_bytes;
-            let threads = Decoders::threads(size, CHUNK_BYTES as u64);
-            tracing::debug!(threads, "decoding");
-            let mut decoders =
-                Decoders::spawn(topic, &canonical, size, CHUNK_BYTES as u64, threads);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut decoders = Decoders::open(
+                topic,
+                &canonical,
+                CHUNK_BYTES as u64,
+                cores.min(MAX_DECODERS),
+            )?;
+            tracing::debug!(
+                threads = decoders.threads(),
+                bytes = decoders.size,
+                "decoding"
+            );
+            if let Some(p) = &self.progress {
+                p.start(topic, &path, decoders.size);
+            }
             let (mut lines, mut blank) = (0u64, 0u64);
             let mut in_flight: Option<JoinHandle<Result<FlushOutcome>>> = None;
             while let Some(chunk) = decoders.next().await {
@@ -297,6 +305,8 @@ const MAX_DECODERS: usize = 4;
 /// between flushes.
 struct Decoders {
     topic: Topic,
+    /// Bytes of the input read: its size when opened.
+    size: u64,
     rxs: Vec<tokio::sync::mpsc::Receiver<Result<Chunk>>>,
     handles: Vec<JoinHandle<Result<()>>>,
     next: usize,
@@ -305,38 +315,48 @@ struct Decoders {
 }
 
 impl Decoders {
-    fn spawn(topic: Topic, path: &Path, size: u64, chunk_bytes: u64, workers: usize) -> Self {
-        let workers = workers.max(1);
+    /// Opens `path` once (every thread reads the same open file, up to its
+    /// size now: lines written after this point are left for the next run)
+    /// and starts up to `max_threads` threads, at most one per chunk.
+    fn open(topic: Topic, path: &Path, chunk_bytes: u64, max_threads: usize) -> Result<Self> {
+        let io_err = |source| Error::Input {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io_err)?;
+        let size = file.metadata().map_err(io_err)?.len();
+        let file = Arc::new(file);
+        let chunk_bytes = chunk_bytes.max(1);
+        let chunks = size.div_ceil(chunk_bytes).max(1);
+        let workers = max_threads.clamp(1, usize::try_from(chunks).unwrap_or(usize::MAX));
         let (mut rxs, mut handles) = (Vec::new(), Vec::new());
         for worker in 0..workers {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(1);
-            let path = path.to_path_buf();
-            let region = Regions {
+            let (file, path) = (file.clone(), path.to_path_buf());
+            let regions = Regions {
                 size,
                 chunk_bytes,
                 first: worker as u64,
                 step: workers as u64,
             };
             handles.push(tokio::task::spawn_blocking(move || {
-                decode_chunks(topic, &path, region, tx)
+                decode_chunks(topic, &file, &path, regions, tx)
             }));
             rxs.push(rx);
         }
-        Self {
+        Ok(Self {
             topic,
+            size,
             rxs,
             handles,
             next: 0,
             line_base: 0,
-        }
+        })
     }
 
-    /// Threads for an input of `size` bytes: one per core the process may
-    /// run on, at most one per chunk.
-    fn threads(size: u64, chunk_bytes: u64) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunks = size.div_ceil(chunk_bytes.max(1)).max(1);
-        cores.min(MAX_DECODERS).min(chunks as usize)
+    /// How many threads decode.
+    fn threads(&self) -> usize {
+        self.rxs.len()
     }
 
     /// The next chunk in file order, its lines numbered in the file; `None`
@@ -368,7 +388,7 @@ impl Decoders {
 }
 
 /// Which chunks one decode thread takes: `first`, `first + step`, ... while
-/// the chunk starts before `size` (the last reads on to the end of the file).
+/// the chunk starts before `size` (the input's size when opened).
 #[derive(Debug, Clone, Copy)]
 struct Regions {
     size: u64,
@@ -377,29 +397,31 @@ struct Regions {
     step: u64,
 }
 
-/// Decodes this thread's chunks of `path` in order and sends each on.
+/// Decodes this thread's chunks of `file` (opened from `path`) in order and
+/// sends each on.
 fn decode_chunks(
     topic: Topic,
+    file: &std::fs::File,
     path: &Path,
     regions: Regions,
     tx: tokio::sync::mpsc::Sender<Result<Chunk>>,
 ) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Input {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let path_str = path.to_string_lossy().into_owned();
     let mut decoder = Decoder::new(topic);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES * 2);
     let mut k = regions.first;
     while k == 0 || k * regions.chunk_bytes < regions.size {
         let start = k * regions.chunk_bytes;
-        let end = if (k + 1) * regions.chunk_bytes >= regions.size {
-            u64::MAX
-        } else {
-            (k + 1) * regions.chunk_bytes
-        };
-        let chunk = decode_chunk(&file, path, &path_str, &mut decoder, &mut buf, start, end);
+        let end = ((k + 1) * regions.chunk_bytes).min(regions.size);
+        let chunk = decode_chunk(
+            file,
+            path,
+            &path_str,
+            &mut decoder,
+            &mut buf,
+            (start, end),
+            regions.size,
+        );
         let stop = chunk.is_err();
         if tx.blocking_send(chunk).is_err() || stop {
             return Ok(()); // the consumer stopped, or has the error
@@ -437,21 +459,28 @@ fn read_at(
 }
 
 /// Decodes the lines of `file` that start in bytes `[start, end)` (the last
-/// one may run past `end`), `READ_BYTES` at a time: each read is decoded
-/// while it is still in the L2 cache (reading a whole chunk at once sent it
-/// out to memory and back). Lines are numbered from 1.
+/// one may run past `end`, never past `size`), `READ_BYTES` at a time: each
+/// read is decoded while it is still in the L2 cache (reading a whole chunk
+/// at once sent it out to memory and back). Lines are numbered from 1.
 fn decode_chunk(
     file: &std::fs::File,
     path: &Path,
     path_str: &str,
     decoder: &mut Decoder,
     buf: &mut Vec<u8>,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
+    size: u64,
 ) -> Result<Chunk> {
     let io_err = |source| Error::Input {
         path: path.to_path_buf(),
         source,
+    };
+    // Reads at `offset` onto `buf`, never past `size`; true at `size`.
+    let read = |offset: u64, buf: &mut Vec<u8>| -> Result<bool> {
+        let left = usize::try_from(size.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let want = READ_BYTES.min(left);
+        let got = read_at(file, offset, want, buf).map_err(io_err)?;
+        Ok(got < want || offset + got as u64 >= size)
     };
     buf.clear();
     // The first line that starts at or after `start`: the line the byte
@@ -461,16 +490,16 @@ fn decode_chunk(
         let mut at = start - 1;
         loop {
             buf.clear();
-            let got = read_at(file, at, READ_BYTES, buf).map_err(io_err)?;
+            let eof = read(at, buf)?;
             if let Some(i) = memchr::memchr(b'\n', buf) {
                 pos = at + i as u64 + 1;
                 break;
             }
-            if got < READ_BYTES {
-                pos = at + got as u64; // no line starts in this chunk
+            at += buf.len() as u64;
+            if eof {
+                pos = at; // no line starts in this chunk
                 break;
             }
-            at += got as u64;
         }
         buf.clear();
     }
@@ -479,8 +508,7 @@ fn decode_chunk(
     let mut eof = false;
     // `buf` holds the file from `pos` on.
     while pos < end && !eof {
-        let got = read_at(file, pos + buf.len() as u64, READ_BYTES, buf).map_err(io_err)?;
-        eof = got < READ_BYTES;
+        eof = read(pos + buf.len() as u64, buf)?;
         let mut from = 0;
         while pos < end {
             let rest = &buf[from..];
@@ -544,8 +572,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let size = std::fs::metadata(path).unwrap().len();
-            let mut d = Decoders::spawn(Topic::ApiAccess, path, size, chunk_bytes, threads);
+            let mut d = Decoders::open(Topic::ApiAccess, path, chunk_bytes, threads).unwrap();
+            assert!(d.threads() <= threads);
             let (mut events, mut bad, mut lines, mut blank, mut bytes) =
                 (Vec::new(), Vec::new(), 0, 0, 0);
             while let Some(chunk) = d.next().await {
@@ -625,5 +653,48 @@ mod tests {
             assert_eq!(events, expected, "{case}");
             assert_eq!(bad, [(3001, source(3001)), (3006, source(3006))], "{case}");
         }
+    }
+
+    /// An input is read up to its size when opened: lines appended while it
+    /// is decoded are left for the next run, and a line half written at
+    /// that point is decoded as it was (here: quarantined), whatever the
+    /// threads have read by then.
+    #[test]
+    fn reads_up_to_the_size_when_opened() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing.jsonl");
+        let mut text = String::new();
+        for i in 0..500 {
+            text += &event(&format!("g{i}"), "");
+            text += "\n";
+        }
+        text += r#"{"event_id":"half"#;
+        std::fs::write(&path, &text).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut d = Decoders::open(Topic::ApiAccess, &path, 4_000, 3).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            // Completes the half line into a valid event, then adds another.
+            let rest = event("", "").replacen("{\"event_id\":\"", "", 1);
+            write!(f, "{rest}\n{}\n", event("later", "")).unwrap();
+            drop(f);
+            let (mut events, mut quarantined, mut bytes) = (0, 0, 0);
+            while let Some(chunk) = d.next().await {
+                let chunk = chunk.unwrap();
+                events += chunk.decoded.events.num_rows();
+                quarantined += chunk.decoded.quarantine.num_rows();
+                bytes += chunk.bytes;
+            }
+            d.join().await.unwrap();
+            assert_eq!((events, quarantined), (500, 1));
+            assert_eq!(bytes, text.len() as u64);
+        });
     }
 }

@@ -4,7 +4,8 @@
 //! ```text
 //! backfill: pending (F) + the flush in flight: its rows (F), their sorted copy (F),
 //!           the per-date split and Parquet pages (~F)      -> ~4-5 F at the peak
-//!           + dedupe index (I) + read-ahead chunks, runtime, allocator slack
+//!           + dedupe index (I) + read-ahead (up to two decoded 8 MiB chunks
+//!           per decode thread, one thread per core up to 4), runtime, allocator slack
 //! kafka:    the same per topic, with librdkafka's queue (64 MiB) besides
 //! ```
 //!

@@ -77,6 +77,14 @@ pub fn encode_with_threads(
         table: table.to_string(),
         source,
     };
+    // Row groups are cut here by rows only; ArrowWriter's other cuts are
+    // not reproduced, so properties asking for them are refused.
+    if props.max_row_group_bytes().is_some() || props.content_defined_chunking().is_some() {
+        return Err(Error::Internal(format!(
+            "writing `{table}`: row groups are cut by rows only; max_row_group_bytes and \
+             content-defined chunking are not supported"
+        )));
+    }
     let step = props
         .max_row_group_row_count()
         .unwrap_or(batch.num_rows())
@@ -517,6 +525,17 @@ mod tests {
                 assert_eq!(f.bytes, o.bytes, "{threads} threads");
             }
         }
+        // One file: the same bytes as ArrowWriter writes.
+        let mut w = ArrowWriter::try_new(Vec::new(), b.schema(), Some(props.clone())).unwrap();
+        w.write(&b).unwrap();
+        let arrow_writer = w.into_inner().unwrap();
+        let whole = encode_with_threads("t", &b, &props, u64::MAX, 3).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].bytes, Bytes::from(arrow_writer));
+        let bytes_cut = WriterProperties::builder()
+            .set_max_row_group_bytes(Some(1 << 20))
+            .build();
+        assert!(encode_with_threads("t", &b, &bytes_cut, u64::MAX, 2).is_err());
         let mut read = Vec::new();
         for f in &one {
             let reader = ParquetRecordBatchReaderBuilder::try_new(f.bytes.clone())
