@@ -25,6 +25,8 @@ const REGION: &str = "us-east-1";
 /// s3s-fs is up in milliseconds; moto imports a lot of Python first.
 const S3S_START_TIMEOUT: Duration = Duration::from_secs(30);
 const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Starts of moto (each on a fresh port) before giving up.
+const MOTO_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -86,6 +88,25 @@ impl S3Server {
     /// the bucket. Its conditional puts are atomic: use it for concurrent
     /// writers. `restart` loses every object (the bucket is created again).
     pub fn start_moto() -> Result<Self> {
+        // The port is free when picked but may be taken before moto (a
+        // second or so of Python imports) listens on it, by a server another
+        // test starts; then the port check passes on the other server and
+        // the bucket cannot be made on ours. Creating the bucket is the proof
+        // that moto itself answers: on failure start again on another port.
+        let mut attempt = 1;
+        loop {
+            match Self::start_moto_once() {
+                Ok(server) => return Ok(server),
+                Err(e) if attempt < MOTO_ATTEMPTS => {
+                    eprintln!("auditlake-testkit: moto start {attempt} failed, retrying: {e}");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_moto_once() -> Result<Self> {
         let program = try_tool("moto_server")?;
         let mut workdir = Workdir::new("moto")?;
         let log = workdir.path().join("moto.log");
