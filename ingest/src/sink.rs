@@ -441,11 +441,21 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
     let started = Instant::now();
     let schema = pending[0].events.schema();
     let batches: Vec<&RecordBatch> = pending.iter().map(|p| &p.events).collect();
-    let apps = ranks(&batches, "app_id")?;
-    let users = if schema.field_with_name("user_id").is_ok() {
-        Some(ranks(&batches, "user_id")?)
+    // App and user ranks side by side when there is a second core.
+    let has_users = schema.field_with_name("user_id").is_ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (apps, users) = if has_users && cores > 1 {
+        std::thread::scope(|scope| {
+            let users = scope.spawn(|| ranks(&batches, "user_id"));
+            let apps = ranks(&batches, "app_id");
+            let users = users
+                .join()
+                .map_err(|_| crate::Error::Internal("a sort thread panicked".to_string()))?;
+            Ok::<_, crate::Error>((apps?, Some(users?)))
+        })?
     } else {
-        None
+        let users = has_users.then(|| ranks(&batches, "user_id")).transpose()?;
+        (ranks(&batches, "app_id")?, users)
     };
     let user_ranks = users.as_ref().map(|u| u.of_row.as_slice());
     let kept: usize = pending.iter().map(Pending::rows).sum();
@@ -469,8 +479,7 @@ fn cluster(pending: Vec<Pending>) -> Result<RecordBatch> {
     }
     drop((apps, users));
     let sorted = started.elapsed();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let batch = crate::gather::gather(&batches, &order.indices, done, threads)?;
+    let batch = crate::gather::gather(&batches, &order.indices, done, cores)?;
     tracing::debug!(
         rows = batch.num_rows(),
         sort_ms = sorted.as_secs_f64() * 1e3,
