@@ -188,10 +188,10 @@ impl Backfill {
                     source: std::io::Error::other("not a regular file"),
                 });
             }
-            inputs.push((*topic, path.clone(), canonical, meta.len()));
+            inputs.push((*topic, path.clone(), canonical));
         }
         let mut report = BackfillReport::default();
-        for (topic, path, canonical, _) in inputs {
+        for (topic, path, canonical) in inputs {
             let t0 = Instant::now();
             let span = tracing::info_span!("backfill", topic = %topic, path = %path.display());
             let _guard = span.enter();

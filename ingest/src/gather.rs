@@ -11,11 +11,11 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, ListBuilder, RecordBatch, StringBuilder};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, FieldRef};
+use auditlake_schemas::threads::map_on_threads;
 use hashbrown::HashTable;
 
 use crate::Result;
@@ -59,30 +59,8 @@ pub(crate) fn gather(
             None => interleave(&arrays, indices)?,
         })
     };
-    let threads = threads.clamp(1, todo.len().max(1));
-    let gathered: Vec<(usize, Result<ArrayRef>)> =
-        if threads == 1 {
-            todo.iter().map(|&c| (c, column(c))).collect()
-        } else {
-            let next = AtomicUsize::new(0);
-            let work = || {
-                let mut out = Vec::new();
-                while let Some(&c) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    out.push((c, column(c)));
-                }
-                out
-            };
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
-                let mut all = Vec::new();
-                for handle in handles {
-                    all.extend(handle.join().map_err(|_| {
-                        crate::Error::Internal("a gather thread panicked".to_string())
-                    })?);
-                }
-                Ok::<_, crate::Error>(all)
-            })?
-        };
+    let gathered = map_on_threads(todo, threads, |c| (c, column(c)))
+        .ok_or_else(|| crate::Error::Internal("a gather thread panicked".to_string()))?;
     for (c, array) in gathered {
         columns[c] = Some(array?);
     }
@@ -107,7 +85,7 @@ fn interned_lists(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<A
     if lists.iter().any(|l| l.values().null_count() > 0) {
         return None;
     }
-    let mut dict = ListDictionary::default();
+    let mut dict = ListDictionary::new();
     let mut ids: Vec<Vec<u32>> = Vec::with_capacity(lists.len());
     let mut rows = 0usize;
     for list in &lists {
@@ -136,26 +114,35 @@ fn interned_lists(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<A
 }
 
 /// The distinct lists of a column: each list's items, one after another.
-#[derive(Default)]
 struct ListDictionary {
     /// List ids, hashed by their items.
     table: HashTable<u32>,
     hasher: foldhash::fast::FixedState,
-    /// Per list id: its first item and its number of items.
-    lists: Vec<(u32, u32)>,
+    /// Per list id: its first item, its number of items and its hash.
+    lists: Vec<(u32, u32, u64)>,
     /// Item `i` is `items[item_offsets[i]..item_offsets[i + 1]]`.
     item_offsets: Vec<usize>,
     items: String,
 }
 
 impl ListDictionary {
+    fn new() -> Self {
+        Self {
+            table: HashTable::new(),
+            hasher: foldhash::fast::FixedState::default(),
+            lists: Vec::new(),
+            item_offsets: vec![0],
+            items: String::new(),
+        }
+    }
+
     fn len(&self) -> usize {
         self.lists.len()
     }
 
     /// The items of list `id` as a byte range of `items`, and their offsets.
     fn list(&self, id: u32) -> (&[usize], &[u8]) {
-        let (first, n) = self.lists[id as usize];
+        let (first, n, _) = self.lists[id as usize];
         let offsets = &self.item_offsets[first as usize..=(first + n) as usize];
         let range = offsets[0]..offsets[offsets.len() - 1];
         (offsets, &self.items.as_bytes()[range])
@@ -181,34 +168,18 @@ impl ListDictionary {
             return id;
         }
         let id = self.lists.len() as u32;
-        let first = self.item_offsets.len().saturating_sub(1);
-        if self.item_offsets.is_empty() {
-            self.item_offsets.push(0);
-        }
-        self.lists.push((first as u32, (offsets.len() - 1) as u32));
+        let first = self.item_offsets.len() - 1;
+        self.lists
+            .push((first as u32, (offsets.len() - 1) as u32, hash));
         // Items of a valid string array are valid UTF-8.
         self.items
             .push_str(std::str::from_utf8(row_bytes).expect("string array items are UTF-8"));
         let start = self.items.len() - row_bytes.len();
         self.item_offsets
             .extend(offsets[1..].iter().map(|o| start + (o - base) as usize));
-        let Self {
-            table,
-            lists,
-            item_offsets,
-            items,
-            hasher,
-        } = self;
-        table.insert_unique(hash, id, |&id| {
-            let (first, n) = lists[id as usize];
-            let offs = &item_offsets[first as usize..=(first + n) as usize];
-            let lens = offs.windows(2).map(|w| w[1] - w[0]);
-            hash_list(
-                hasher,
-                lens,
-                &items.as_bytes()[offs[0]..offs[offs.len() - 1]],
-            )
-        });
+        let lists = &self.lists;
+        self.table
+            .insert_unique(hash, id, |&id| lists[id as usize].2);
         id
     }
 

@@ -13,9 +13,8 @@
 //! lost and nothing is stored twice.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, StringBuilder,

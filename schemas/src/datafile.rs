@@ -13,8 +13,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Date32Type;
@@ -157,52 +155,25 @@ fn encode_columns(
             writers.len()
         )));
     }
-    let encode = |mut writer: ArrowColumnWriter, leaf: ArrowLeafColumn| {
+    let encode = |(i, mut writer, leaf): (usize, ArrowColumnWriter, ArrowLeafColumn)| {
         writer.write(&leaf)?;
-        writer.close()
+        Ok::<_, ParquetError>((i, writer.close()?))
     };
-    let threads = threads.clamp(1, leaves.len().max(1));
-    if threads == 1 {
-        return writers
-            .into_iter()
-            .zip(leaves)
-            .map(|(w, (leaf, _))| encode(w, leaf))
-            .collect();
-    }
-    let mut order: Vec<usize> = (0..leaves.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(leaves[i].1));
-    let slots: Vec<Mutex<Option<(ArrowColumnWriter, ArrowLeafColumn)>>> = writers
+    let mut work: Vec<_> = writers
         .into_iter()
         .zip(leaves)
-        .map(|(w, (leaf, _))| Mutex::new(Some((w, leaf))))
+        .enumerate()
+        .map(|(i, (writer, (leaf, size)))| (size, (i, writer, leaf)))
         .collect();
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let taken = slots[i]
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-            if let Some((writer, leaf)) = taken {
-                done.push((i, encode(writer, leaf)));
-            }
-        }
-        done
-    };
-    let mut chunks: Vec<Option<ArrowColumnChunk>> = (0..slots.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
-        for handle in handles {
-            let done = handle
-                .join()
-                .map_err(|_| ParquetError::General("an encode thread panicked".into()))?;
-            for (i, chunk) in done {
-                chunks[i] = Some(chunk?);
-            }
-        }
-        Ok::<_, ParquetError>(())
-    })?;
+    work.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    let work = work.into_iter().map(|(_, item)| item).collect();
+    let done = crate::threads::map_on_threads(work, threads, encode)
+        .ok_or_else(|| ParquetError::General("an encode thread panicked".into()))?;
+    let mut chunks: Vec<Option<ArrowColumnChunk>> = (0..done.len()).map(|_| None).collect();
+    for chunk in done {
+        let (i, chunk) = chunk?;
+        chunks[i] = Some(chunk);
+    }
     Ok(chunks
         .into_iter()
         .map(|c| c.expect("every leaf encoded"))

@@ -21,6 +21,7 @@ pub mod erasure;
 mod flat;
 pub mod lake;
 pub mod tables;
+pub mod threads;
 pub mod time;
 pub mod topic;
 
