@@ -65,8 +65,11 @@ pub struct Args {
     #[arg(long, default_value = "128MiB", value_parser = parse_size, env = "AUDITLAKE_TARGET_FILE_SIZE")]
     target_file_size: u64,
     /// Maximum rows per Parquet row group.
-    #[arg(long, default_value_t = auditlake_schemas::lake::DEFAULT_ROW_GROUP_ROWS)]
-    row_group_rows: usize,
+    #[arg(long, default_value_t = auditlake_schemas::lake::DEFAULT_ROW_GROUP_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    row_group_rows: u64,
+    /// Maximum rows per Parquet data page (the unit a page index prunes).
+    #[arg(long, default_value_t = auditlake_schemas::lake::DEFAULT_PAGE_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    page_rows: u64,
     /// zstd level of data files (1-22).
     #[arg(long, default_value_t = auditlake_schemas::lake::DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     zstd_level: i32,
@@ -134,7 +137,8 @@ fn parse_input(s: &str) -> Result<(Topic, PathBuf), String> {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = WriteOptions {
         target_file_size: args.target_file_size,
-        row_group_rows: args.row_group_rows,
+        row_group_rows: usize::try_from(args.row_group_rows)?,
+        page_rows: usize::try_from(args.page_rows)?,
         zstd_level: args.zstd_level,
         ..WriteOptions::default()
     };
