@@ -12,7 +12,8 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, ListArray, ListBuilder, RecordBatch, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, FieldRef};
 use auditlake_schemas::threads::map_on_threads;
@@ -53,11 +54,18 @@ pub(crate) fn gather(
         _ => 2,
     });
     let column = |c: usize| -> Result<ArrayRef> {
+        let started = std::time::Instant::now();
         let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-        Ok(match interned_lists(&arrays, indices) {
+        let array = match interned_lists(&arrays, indices)? {
             Some(array) => array,
             None => interleave(&arrays, indices)?,
-        })
+        };
+        tracing::trace!(
+            column = schema.field(c).name(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "gathered a column"
+        );
+        Ok(array)
     };
     let gathered = map_on_threads(todo, threads, |c| (c, column(c)))
         .ok_or_else(|| crate::Error::Internal("a gather thread panicked".to_string()))?;
@@ -74,16 +82,16 @@ pub(crate) fn gather(
 /// The gather of a list-of-strings column through interned lists; `None` if
 /// the column is of another type, holds null items, or its lists are mostly
 /// distinct.
-fn interned_lists(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<ArrayRef> {
-    let DataType::List(field) = arrays.first()?.data_type() else {
-        return None;
+fn interned_lists(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Result<Option<ArrayRef>> {
+    let Some(DataType::List(field)) = arrays.first().map(|a| a.data_type()) else {
+        return Ok(None);
     };
     if field.data_type() != &DataType::Utf8 {
-        return None;
+        return Ok(None);
     }
     let lists: Vec<&ListArray> = arrays.iter().map(|a| a.as_list::<i32>()).collect();
     if lists.iter().any(|l| l.values().null_count() > 0) {
-        return None;
+        return Ok(None);
     }
     let mut dict = ListDictionary::new();
     let mut ids: Vec<Vec<u32>> = Vec::with_capacity(lists.len());
@@ -107,10 +115,10 @@ fn interned_lists(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<A
         ids.push(batch_ids);
         rows += list.len();
         if dict.len() > MAX_DISTINCT_LISTS.max(rows / 4) {
-            return None;
+            return Ok(None);
         }
     }
-    Some(Arc::new(dict.build(&ids, indices, field)))
+    Ok(Some(Arc::new(dict.build(&ids, indices, field)?)))
 }
 
 /// The distinct lists of a column: each list's items, one after another.
@@ -183,32 +191,54 @@ impl ListDictionary {
         id
     }
 
-    /// The list column of rows `indices`, given each batch's list ids.
-    fn build(&self, ids: &[Vec<u32>], indices: &[(usize, usize)], field: &FieldRef) -> ListArray {
+    /// The list column of rows `indices`, given each batch's list ids. Each
+    /// row copies its list's bytes in one piece and its item offsets shifted,
+    /// instead of appending item by item through a builder.
+    fn build(
+        &self,
+        ids: &[Vec<u32>],
+        indices: &[(usize, usize)],
+        field: &FieldRef,
+    ) -> Result<ListArray> {
         let ordered: Vec<u32> = indices.iter().map(|&(b, r)| ids[b][r]).collect();
-        let (mut items, mut bytes) = (0usize, 0usize);
+        let (mut items, mut bytes, mut nulls) = (0usize, 0usize, 0usize);
         for &id in &ordered {
-            if id != NULL_LIST {
+            if id == NULL_LIST {
+                nulls += 1;
+            } else {
                 let (offsets, list_bytes) = self.list(id);
                 items += offsets.len() - 1;
                 bytes += list_bytes.len();
             }
         }
-        let mut b =
-            ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), ordered.len())
-                .with_field(field.clone());
-        for id in ordered {
-            if id == NULL_LIST {
-                b.append(false);
-                continue;
+        let overflow = || crate::Error::Internal("a flush's list items pass 2 GiB".to_string());
+        i32::try_from(bytes).map_err(|_| overflow())?;
+        i32::try_from(items).map_err(|_| overflow())?;
+        let mut values: Vec<u8> = Vec::with_capacity(bytes);
+        let mut item_offsets: Vec<i32> = Vec::with_capacity(items + 1);
+        item_offsets.push(0);
+        let mut list_offsets: Vec<i32> = Vec::with_capacity(ordered.len() + 1);
+        list_offsets.push(0);
+        for &id in &ordered {
+            if id != NULL_LIST {
+                let (offsets, list_bytes) = self.list(id);
+                let shift = values.len() as i64 - offsets[0] as i64;
+                values.extend_from_slice(list_bytes);
+                // In range: the totals above fit in i32.
+                item_offsets.extend(offsets[1..].iter().map(|&o| (o as i64 + shift) as i32));
             }
-            let (offsets, _) = self.list(id);
-            for w in offsets.windows(2) {
-                b.values().append_value(&self.items[w[0]..w[1]]);
-            }
-            b.append(true);
+            list_offsets.push((item_offsets.len() - 1) as i32);
         }
-        b.finish()
+        let strings =
+            StringArray::try_new(OffsetBuffer::new(item_offsets.into()), values.into(), None)?;
+        let validity =
+            (nulls > 0).then(|| NullBuffer::from_iter(ordered.iter().map(|&id| id != NULL_LIST)));
+        Ok(ListArray::try_new(
+            field.clone(),
+            OffsetBuffer::new(list_offsets.into()),
+            Arc::new(strings),
+            validity,
+        )?)
     }
 }
 
@@ -230,7 +260,7 @@ fn hash_list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::StringArray;
+    use arrow::array::{ListBuilder, StringBuilder};
     use arrow::datatypes::{Field, Schema};
 
     fn lists(rows: &[Option<&[&str]>]) -> ListArray {
@@ -301,7 +331,9 @@ mod tests {
             (0, 3),
         ];
         let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(0).as_ref()).collect();
-        let interned = interned_lists(&arrays, &indices).expect("few distinct lists are interned");
+        let interned = interned_lists(&arrays, &indices)
+            .unwrap()
+            .expect("few distinct lists are interned");
         let expected = interleave(&arrays, &indices).unwrap();
         assert_eq!(interned.as_ref(), expected.as_ref());
 
@@ -330,16 +362,28 @@ mod tests {
         let rows: Vec<Option<&[&str]>> = items.iter().map(|i| Some(&i[..])).collect();
         let distinct = lists(&rows);
         let indices: Vec<(usize, usize)> = (0..rows.len()).rev().map(|r| (0, r)).collect();
-        assert!(interned_lists(&[&distinct as &dyn Array], &indices).is_none());
+        assert!(
+            interned_lists(&[&distinct as &dyn Array], &indices)
+                .unwrap()
+                .is_none()
+        );
         let few = distinct.slice(0, 1000);
         let first: Vec<(usize, usize)> = (0..10).map(|r| (0, r)).collect();
-        assert!(interned_lists(&[&few as &dyn Array], &first).is_some());
+        assert!(
+            interned_lists(&[&few as &dyn Array], &first)
+                .unwrap()
+                .is_some()
+        );
 
         let field = Arc::new(Field::new("element", DataType::Utf8, true));
         let mut b = ListBuilder::new(StringBuilder::new()).with_field(field);
         b.values().append_null();
         b.append(true);
         let null_item = b.finish();
-        assert!(interned_lists(&[&null_item as &dyn Array], &[(0, 0)]).is_none());
+        assert!(
+            interned_lists(&[&null_item as &dyn Array], &[(0, 0)])
+                .unwrap()
+                .is_none()
+        );
     }
 }
