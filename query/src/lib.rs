@@ -5,7 +5,8 @@
 //! tables `findings` and `obligations`.
 //!
 //! ```text
-//! Lake --session()--> SessionContext (every Delta table by name)
+//! Lake --session()--> SessionContext (every Delta table by name, scanned by
+//!                     scan::LakeScan or, for what it cannot read, delta-rs)
 //!      --run_sql()--> batches --output::write_batches()--> table | csv | json | parquet
 //! ```
 
@@ -16,6 +17,7 @@ pub mod functions;
 pub mod obligations;
 pub mod output;
 pub mod rules;
+pub mod scan;
 pub mod serve;
 pub mod session;
 pub mod views;

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use auditlake_schemas::{Lake, tables};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 
 use crate::Result;
+use crate::scan::{LAKE_STORE_URL, LakeScan};
 
 /// Session settings tuned for the lake (measured with `benches/bench.py`):
 ///
@@ -135,7 +137,9 @@ async fn register_tables(ctx: &SessionContext, lake: &Lake) -> Result<Vec<String
     Ok(names)
 }
 
-/// A provider for one lake table at its newest version.
+/// A provider for one lake table at its newest version: a
+/// [`LakeScan`] of its files, or delta-rs's provider for a table written
+/// with Delta features auditlake does not read itself.
 pub async fn table_provider(
     ctx: &SessionContext,
     lake: &Lake,
@@ -145,7 +149,25 @@ pub async fn table_provider(
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| crate::Error::Config(format!("table {name}: {e}")))?;
-    Ok(table.table_provider().await?)
+    let delta = table.table_provider().await?;
+    if std::env::var_os("AUDITLAKE_DELTA_SCAN").is_some() {
+        return Ok(delta);
+    }
+    let store_url = ObjectStoreUrl::parse(LAKE_STORE_URL)?;
+    if ctx.runtime_env().object_store(&store_url).is_err() {
+        ctx.runtime_env()
+            .register_object_store(store_url.as_ref(), lake.object_store()?);
+    }
+    Ok(match LakeScan::try_new(name, &table, delta.schema()) {
+        Some(scan) => Arc::new(scan),
+        None => {
+            tracing::info!(
+                table = name,
+                "read through delta-rs (deletion vectors or column mapping)"
+            );
+            delta
+        }
+    })
 }
 
 /// Runs one SQL statement and collects its result.
