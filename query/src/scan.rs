@@ -137,8 +137,17 @@ impl LakeScan {
         let df_schema = DFSchema::try_from(schema)?;
         let mut keep = vec![true; self.files.len()];
         for filter in date_only {
-            let predicate = state.create_physical_expr(filter.clone(), &df_schema)?;
-            let result = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+            // A filter this cannot evaluate alone (a subquery left in it)
+            // prunes nothing here; the plan above still applies it.
+            let Ok(predicate) = state.create_physical_expr(filter.clone(), &df_schema) else {
+                continue;
+            };
+            let Ok(result) = predicate
+                .evaluate(&batch)
+                .and_then(|r| r.into_array(batch.num_rows()))
+            else {
+                continue;
+            };
             let Some(passes) = result.as_boolean_opt() else {
                 continue;
             };
