@@ -153,11 +153,10 @@ pub async fn table_provider(
     if std::env::var_os("AUDITLAKE_DELTA_SCAN").is_some() {
         return Ok(delta);
     }
+    // (Re)registered with every table: the session reads this lake's store.
     let store_url = ObjectStoreUrl::parse(LAKE_STORE_URL)?;
-    if ctx.runtime_env().object_store(&store_url).is_err() {
-        ctx.runtime_env()
-            .register_object_store(store_url.as_ref(), lake.object_store()?);
-    }
+    ctx.runtime_env()
+        .register_object_store(store_url.as_ref(), lake.object_store()?);
     Ok(match LakeScan::try_new(name, &table, delta.schema()) {
         Some(scan) => Arc::new(scan),
         None => {
