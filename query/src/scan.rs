@@ -16,12 +16,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch};
+use std::collections::HashSet;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
-use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -29,7 +32,9 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
@@ -81,22 +86,29 @@ impl LakeScan {
             if view.deletion_vector_descriptor().is_some() {
                 return None;
             }
-            let date = match view.partition_values_map().get(PARTITION_COLUMN)? {
-                Some(day) => Some(parse_date(day)?),
-                None => None,
-            };
+            // A null date (another writer's) is left to delta-rs.
+            let date = parse_date(
+                view.partition_values_map()
+                    .get(PARTITION_COLUMN)?
+                    .as_deref()?,
+            )?;
+            // An absolute path (another engine's shallow clone) is left to
+            // delta-rs.
+            if view.path().contains("://") {
+                return None;
+            }
             let location = Path::from_iter(
                 std::iter::once(PathPart::from(name)).chain(view.object_store_path().parts()),
             );
             let mut file: PartitionedFile = ObjectMeta {
                 location,
-                last_modified: chrono::DateTime::UNIX_EPOCH,
+                last_modified: view.modification_datetime().ok()?,
                 size: u64::try_from(view.size()).ok()?,
                 e_tag: None,
                 version: None,
             }
             .into();
-            file.partition_values = vec![ScalarValue::Date32(date)];
+            file.partition_values = vec![ScalarValue::Date32(Some(date))];
             let size = usize::try_from(view.size()).ok()?;
             let stats = file_statistics(&file_schema, view.stats().as_deref(), size);
             files.push(file.with_statistics(Arc::new(stats)));
@@ -163,6 +175,117 @@ impl LakeScan {
             .map(|(f, _)| f.clone())
             .collect())
     }
+
+    /// `files` less those the log's statistics prove hold no row passing
+    /// `filters` (DataFusion's own file pruning reads exact bounds only, and
+    /// these are bounds). Filters that do not plan leave every file.
+    fn prune_by_statistics(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+        files: Vec<PartitionedFile>,
+    ) -> Vec<PartitionedFile> {
+        let Some(filter) = conjunction(filters.iter().cloned()) else {
+            return files;
+        };
+        let Ok(df_schema) = DFSchema::try_from(self.schema.clone()) else {
+            return files;
+        };
+        let Ok(predicate) = state.create_physical_expr(filter, &df_schema) else {
+            return files;
+        };
+        let Ok(pruning) = PruningPredicateBuilder::new()
+            .with_file_schema(self.schema.clone())
+            .try_build(predicate)
+        else {
+            return files;
+        };
+        let stats = FileStatistics {
+            schema: &self.schema,
+            files: &files,
+        };
+        match pruning.prune(&stats) {
+            Ok(keep) => files
+                .into_iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(f, _)| f)
+                .collect(),
+            Err(_) => files,
+        }
+    }
+}
+
+/// The files' statistics as a pruning predicate reads them: one container
+/// per file, columns in table order (the files' statistics end with `date`).
+struct FileStatistics<'a> {
+    schema: &'a Schema,
+    files: &'a [PartitionedFile],
+}
+
+impl FileStatistics<'_> {
+    fn column(&self, column: &Column) -> Option<(usize, &DataType)> {
+        let (i, field) = self.schema.column_with_name(&column.name)?;
+        Some((i, field.data_type()))
+    }
+
+    fn bounds(
+        &self,
+        column: &Column,
+        bound: impl Fn(&ColumnStatistics) -> &Precision<ScalarValue>,
+    ) -> Option<ArrayRef> {
+        let (i, data_type) = self.column(column)?;
+        let null = ScalarValue::try_from(data_type).ok()?;
+        let values = self.files.iter().map(|f| {
+            f.statistics
+                .as_ref()
+                .and_then(|s| s.column_statistics.get(i))
+                .and_then(|c| bound(c).get_value().cloned())
+                .filter(|v| v.data_type() == *data_type)
+                .unwrap_or_else(|| null.clone())
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+
+    fn counts(&self, count: impl Fn(&Statistics) -> Option<usize>) -> ArrayRef {
+        Arc::new(UInt64Array::from_iter(self.files.iter().map(|f| {
+            f.statistics
+                .as_deref()
+                .and_then(&count)
+                .and_then(|n| u64::try_from(n).ok())
+        })))
+    }
+}
+
+impl PruningStatistics for FileStatistics<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, |c| &c.min_value)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, |c| &c.max_value)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.files.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let (i, _) = self.column(column)?;
+        Some(self.counts(|s| {
+            s.column_statistics
+                .get(i)
+                .and_then(|c| c.null_count.get_value().copied())
+        }))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(self.counts(|s| s.num_rows.get_value().copied()))
+    }
+
+    fn contained(&self, _: &Column, _: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
 }
 
 #[async_trait]
@@ -192,6 +315,7 @@ impl TableProvider for LakeScan {
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let files = self.files_for(state, filters)?;
+        let files = self.prune_by_statistics(state, filters, files);
         if files.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
@@ -270,7 +394,7 @@ fn file_statistics(file_schema: &Schema, stats: Option<&str>, size: usize) -> St
         .map_or(Precision::Absent, Precision::Exact);
     Statistics {
         num_rows,
-        total_byte_size: Precision::Exact(size),
+        total_byte_size: Precision::Inexact(size),
         column_statistics,
     }
 }
@@ -380,6 +504,27 @@ mod tests {
         let delta = table.table_provider().await.unwrap();
         let scan = LakeScan::try_new("grants", &table, delta.schema()).expect("a plain table");
         assert_eq!(scan.files.len(), 2);
+        // The log's bounds prune files: one holds u3, none u9; the
+        // millisecond max of e3's file is widened, so it stays.
+        use datafusion::prelude::{col, lit};
+        let state = ctx.state();
+        let pruned = |filter: Expr| {
+            scan.prune_by_statistics(&state, &[filter], scan.files.clone())
+                .len()
+        };
+        assert_eq!(pruned(col("user_id").eq(lit("u3"))), 1);
+        assert_eq!(pruned(col("user_id").eq(lit("u9"))), 0);
+        assert_eq!(pruned(col("user_id").is_null()), 0);
+        let after = datafusion::common::ScalarValue::TimestampMicrosecond(
+            Some(1_793_613_600_000_500),
+            Some("UTC".into()),
+        );
+        assert_eq!(pruned(col("event_time").gt(lit(after))), 2);
+        let later = datafusion::common::ScalarValue::TimestampMicrosecond(
+            Some(1_793_750_400_000_000), // 2026-11-04T00:00:00Z
+            Some("UTC".into()),
+        );
+        assert_eq!(pruned(col("event_time").gt(lit(later))), 0);
         let store_url = ObjectStoreUrl::parse(LAKE_STORE_URL).unwrap();
         ctx.runtime_env()
             .register_object_store(store_url.as_ref(), lake.object_store().unwrap());
