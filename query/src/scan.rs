@@ -41,6 +41,7 @@ use deltalake::DeltaTable;
 use object_store::ObjectMeta;
 use object_store::path::{Path, PathPart};
 
+use auditlake_schemas::datafile::parse_date;
 use auditlake_schemas::tables::PARTITION_COLUMN;
 
 /// The URL the lake's root store is registered under in a session; a data
@@ -439,12 +440,6 @@ fn bound(value: &serde_json::Value, data_type: &DataType, max: bool) -> Option<S
         }
         _ => return None,
     })
-}
-
-/// Days since 1970-01-01 of a `YYYY-MM-DD` partition value.
-fn parse_date(day: &str) -> Option<i32> {
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    i32::try_from((date - chrono::NaiveDate::default()).num_days()).ok()
 }
 
 #[cfg(test)]

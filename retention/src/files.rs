@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use arrow::array::{ArrayRef, Date32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
+use auditlake_schemas::datafile::parse_date;
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::kernel::Remove;
@@ -154,17 +155,6 @@ fn parse_stats(stats: Option<&str>) -> Stats {
         }
     }
     (rows, ranges, nulls)
-}
-
-/// Days since the epoch of a `YYYY-MM-DD` partition value.
-pub fn parse_date(s: &str) -> Option<i32> {
-    let mut it = s.splitn(3, '-');
-    let (y, m, d) = (it.next()?, it.next()?, it.next()?);
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    Some(auditlake_schemas::time::days_from_civil(y, m, d) as i32)
 }
 
 /// The `date=YYYY-MM-DD` value inside an object path, if any.

@@ -211,6 +211,19 @@ fn date_column(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<Date
         })
 }
 
+/// Days since the epoch of a `YYYY-MM-DD` partition value (the inverse of
+/// [`date_string`]); `None` unless three numbers with a month of 1-12 and a
+/// day of 1-31.
+pub fn parse_date(s: &str) -> Option<i32> {
+    let mut it = s.splitn(3, '-');
+    let (y, m, d) = (it.next()?, it.next()?, it.next()?);
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(crate::time::days_from_civil(y, m, d) as i32)
+}
+
 /// `YYYY-MM-DD` of days since the epoch.
 pub fn date_string(days: i32) -> String {
     chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
