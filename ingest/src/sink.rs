@@ -665,7 +665,9 @@ struct Ranks {
 
 impl Ranks {
     /// The column of the rows whose ranks are `ordered`: each row's bytes
-    /// copied in one piece from the few distinct values.
+    /// copied in one piece from the few distinct values. (Arrow's `take` of
+    /// `values` by nullable rank indices gives the same array but cost ~4%
+    /// of a one-core ingest: 1M events pinned, 8 runs each, 1.76 -> 1.84 s.)
     fn column(&self, ordered: &[u32]) -> Result<ArrayRef> {
         let (offsets, bytes) = (self.values.value_offsets(), self.values.value_data());
         let len = |r: u32| (offsets[r as usize] - offsets[r as usize - 1]) as usize;
