@@ -10,13 +10,16 @@
 //! another Delta engine) falls back to delta-rs's provider.
 //!
 //! ```text
-//! snapshot files --(date pruning by the query's date-only filters)--> FileGroup
+//! snapshot files --(the query's date-only filters, evaluated on each date)
+//!   --(every filter against the log's per-file bounds)--> FileGroup
 //!   --> ParquetFormat scan (session's Parquet options, footer cache, pushdown)
 //! ```
-
-use std::sync::Arc;
+//!
+//! The first step prunes by any expression of `date` (e.g. its month); the
+//! second only by what a pruning predicate understands, on every column.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
@@ -101,16 +104,16 @@ impl LakeScan {
             let location = Path::from_iter(
                 std::iter::once(PathPart::from(name)).chain(view.object_store_path().parts()),
             );
+            let size = usize::try_from(view.size()).ok()?;
             let mut file: PartitionedFile = ObjectMeta {
                 location,
                 last_modified: view.modification_datetime().ok()?,
-                size: u64::try_from(view.size()).ok()?,
+                size: size as u64,
                 e_tag: None,
                 version: None,
             }
             .into();
             file.partition_values = vec![ScalarValue::Date32(Some(date))];
-            let size = usize::try_from(view.size()).ok()?;
             let stats = file_statistics(&file_schema, view.stats().as_deref(), size);
             files.push(file.with_statistics(Arc::new(stats)));
         }
