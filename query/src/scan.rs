@@ -35,8 +35,8 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::conjunction;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -44,7 +44,7 @@ use deltalake::DeltaTable;
 use object_store::ObjectMeta;
 use object_store::path::{Path, PathPart};
 
-use auditlake_schemas::datafile::parse_date;
+use auditlake_schemas::datafile::{DeltaStats, parse_date};
 use auditlake_schemas::tables::PARTITION_COLUMN;
 
 /// The URL the lake's root store is registered under in a session; a data
@@ -182,22 +182,26 @@ impl LakeScan {
 
     /// `files` less those the log's statistics prove hold no row passing
     /// `filters` (DataFusion's own file pruning reads exact bounds only, and
-    /// these are bounds). Filters that do not plan leave every file.
+    /// these are bounds). Each filter is planned on its own: one that does
+    /// not plan is left out of the pruning (it can only keep files, never
+    /// drop them), and the others still prune.
     fn prune_by_statistics(
         &self,
         state: &dyn Session,
         filters: &[Expr],
         files: Vec<PartitionedFile>,
     ) -> Vec<PartitionedFile> {
-        let Some(filter) = conjunction(filters.iter().cloned()) else {
-            return files;
-        };
         let Ok(df_schema) = DFSchema::try_from(self.schema.clone()) else {
             return files;
         };
-        let Ok(predicate) = state.create_physical_expr(filter, &df_schema) else {
+        let planned: Vec<_> = filters
+            .iter()
+            .filter_map(|f| state.create_physical_expr(f.clone(), &df_schema).ok())
+            .collect();
+        if planned.is_empty() {
             return files;
-        };
+        }
+        let predicate = conjunction(planned);
         let Ok(pruning) = PruningPredicateBuilder::new()
             .with_file_schema(self.schema.clone())
             .try_build(predicate)
@@ -355,45 +359,30 @@ impl TableProvider for LakeScan {
 /// recorded to the millisecond (the max is moved to the millisecond's end),
 /// and strings of 32 characters or more may be prefixes (left unbounded).
 fn file_statistics(file_schema: &Schema, stats: Option<&str>, size: usize) -> Statistics {
-    let parsed: Option<serde_json::Value> = stats.and_then(|s| serde_json::from_str(s).ok());
-    let section = |name: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get(name))
-            .and_then(|v| v.as_object())
-    };
-    let (mins, maxs, nulls) = (
-        section("minValues"),
-        section("maxValues"),
-        section("nullCount"),
-    );
+    let stats = stats.and_then(DeltaStats::parse).unwrap_or_default();
     let column_statistics = file_schema
         .fields()
         .iter()
-        .map(|f| {
-            let value = |m| column_stat(m, f.name());
-            let null_count = value(nulls)
-                .and_then(|v| v.as_u64())
+        .map(|f| ColumnStatistics {
+            null_count: stats
+                .nulls(f.name())
                 .and_then(|n| usize::try_from(n).ok())
-                .map_or(Precision::Absent, Precision::Exact);
-            ColumnStatistics {
-                null_count,
-                // Inexact: bounds, not the values (a timestamp's max is
-                // widened), so no aggregate is answered from them.
-                min_value: value(mins)
-                    .and_then(|v| bound(v, f.data_type(), false))
-                    .map_or(Precision::Absent, Precision::Inexact),
-                max_value: value(maxs)
-                    .and_then(|v| bound(v, f.data_type(), true))
-                    .map_or(Precision::Absent, Precision::Inexact),
-                ..ColumnStatistics::new_unknown()
-            }
+                .map_or(Precision::Absent, Precision::Exact),
+            // Inexact: bounds, not the values (a timestamp's max is
+            // widened), so no aggregate is answered from them.
+            min_value: stats
+                .min(f.name())
+                .and_then(|v| bound(v, f.data_type(), false))
+                .map_or(Precision::Absent, Precision::Inexact),
+            max_value: stats
+                .max(f.name())
+                .and_then(|v| bound(v, f.data_type(), true))
+                .map_or(Precision::Absent, Precision::Inexact),
+            ..ColumnStatistics::new_unknown()
         })
         .collect();
-    let num_rows = parsed
-        .as_ref()
-        .and_then(|v| v.get("numRecords"))
-        .and_then(|v| v.as_u64())
+    let num_rows = stats
+        .num_records
         .and_then(|n| usize::try_from(n).ok())
         .map_or(Precision::Absent, Precision::Exact);
     Statistics {
@@ -401,14 +390,6 @@ fn file_statistics(file_schema: &Schema, stats: Option<&str>, size: usize) -> St
         total_byte_size: Precision::Inexact(size),
         column_statistics,
     }
-}
-
-/// Column `name`'s entry in a statistics section.
-fn column_stat<'m>(
-    section: Option<&'m serde_json::Map<String, serde_json::Value>>,
-    name: &str,
-) -> Option<&'m serde_json::Value> {
-    section.and_then(|m| m.get(name))
 }
 
 /// A Delta statistic (JSON) as a bound of the column's Arrow type; `None`
@@ -513,6 +494,22 @@ mod tests {
         assert_eq!(pruned(col("user_id").eq(lit("u3"))), 1);
         assert_eq!(pruned(col("user_id").eq(lit("u9"))), 0);
         assert_eq!(pruned(col("user_id").is_null()), 0);
+        // A filter that does not plan (an unbound parameter) keeps every
+        // file on its own, and does not stop the others from pruning.
+        let unplanned = Expr::Placeholder(
+            datafusion::logical_expr::expr::Placeholder::new_with_field("$1".into(), None),
+        );
+        let both = [unplanned.clone(), col("user_id").eq(lit("u9"))];
+        assert_eq!(
+            scan.prune_by_statistics(&state, &[unplanned], scan.files.clone())
+                .len(),
+            2
+        );
+        assert_eq!(
+            scan.prune_by_statistics(&state, &both, scan.files.clone())
+                .len(),
+            0
+        );
         let after = datafusion::common::ScalarValue::TimestampMicrosecond(
             Some(1_793_613_600_000_500),
             Some("UTC".into()),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use arrow::array::{ArrayRef, Date32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use auditlake_schemas::datafile::parse_date;
+use auditlake_schemas::datafile::{DeltaStats, parse_date};
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::kernel::Remove;
@@ -125,36 +125,25 @@ type Stats = (
 );
 
 fn parse_stats(stats: Option<&str>) -> Stats {
+    let Some(stats) = stats.and_then(DeltaStats::parse) else {
+        return (None, HashMap::new(), HashMap::new());
+    };
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
     let mut ranges = HashMap::new();
-    let mut nulls = HashMap::new();
-    let Some(v) = stats.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()) else {
-        return (None, ranges, nulls);
-    };
-    let rows = v.get("numRecords").and_then(|n| n.as_u64());
-    let strings = |key: &str| -> HashMap<String, String> {
-        v.get(key)
-            .and_then(|m| m.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (mut mins, mut maxs) = (strings("minValues"), strings("maxValues"));
-    let cols: Vec<String> = mins.keys().chain(maxs.keys()).cloned().collect();
-    for c in cols {
-        let r = (mins.remove(&c), maxs.remove(&c));
-        ranges.entry(c).or_insert(r);
-    }
-    if let Some(m) = v.get("nullCount").and_then(|m| m.as_object()) {
-        for (k, n) in m {
-            if let Some(n) = n.as_u64() {
-                nulls.insert(k.clone(), n);
+    for column in stats.min_values.keys().chain(stats.max_values.keys()) {
+        if !ranges.contains_key(column) {
+            let range = (text(stats.min(column)), text(stats.max(column)));
+            if range != (None, None) {
+                ranges.insert(column.clone(), range);
             }
         }
     }
-    (rows, ranges, nulls)
+    let nulls = stats
+        .null_count
+        .keys()
+        .filter_map(|c| Some((c.clone(), stats.nulls(c)?)))
+        .collect();
+    (stats.num_records, ranges, nulls)
 }
 
 /// The `date=YYYY-MM-DD` value inside an object path, if any.

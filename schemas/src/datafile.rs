@@ -296,6 +296,63 @@ pub fn delta_stats(meta: &ParquetMetaData) -> String {
     Value::Object(stats).to_string()
 }
 
+/// A data file's Delta statistics as the log records them: what
+/// [`delta_stats`] writes, read back for every reader of the log (retention
+/// plans erasures with it, the query scan prunes files with it). Values stay
+/// JSON: each reader converts them to the type it needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeltaStats {
+    /// `numRecords`, when a non-negative integer.
+    pub num_records: Option<u64>,
+    /// `minValues` by column.
+    pub min_values: Map<String, Value>,
+    /// `maxValues` by column.
+    pub max_values: Map<String, Value>,
+    /// `nullCount` by column.
+    pub null_count: Map<String, Value>,
+}
+
+impl DeltaStats {
+    /// Parses a file's `stats` string; `None` unless it is a JSON object. A
+    /// section that is absent or not an object reads as empty, so one odd
+    /// section does not hide the others.
+    pub fn parse(json: &str) -> Option<Self> {
+        let Value::Object(mut stats) = serde_json::from_str(json).ok()? else {
+            return None;
+        };
+        let mut section = |key: &str| match stats.remove(key) {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let (min_values, max_values, null_count) = (
+            section("minValues"),
+            section("maxValues"),
+            section("nullCount"),
+        );
+        Some(Self {
+            num_records: stats.get("numRecords").and_then(Value::as_u64),
+            min_values,
+            max_values,
+            null_count,
+        })
+    }
+
+    /// Column `column`'s recorded min.
+    pub fn min(&self, column: &str) -> Option<&Value> {
+        self.min_values.get(column)
+    }
+
+    /// Column `column`'s recorded max.
+    pub fn max(&self, column: &str) -> Option<&Value> {
+        self.max_values.get(column)
+    }
+
+    /// Column `column`'s recorded null count.
+    pub fn nulls(&self, column: &str) -> Option<u64> {
+        self.null_count.get(column).and_then(Value::as_u64)
+    }
+}
+
 /// A column chunk's min or max.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
 enum Bound {
@@ -441,10 +498,16 @@ mod tests {
             .map(|f| f.metadata.file_metadata().num_rows())
             .sum();
         assert_eq!(rows, 10_000);
-        let stats: Value = serde_json::from_str(&delta_stats(&many[0].metadata)).unwrap();
-        assert_eq!(stats["minValues"]["user_id"], "u-00001");
+        let stats = DeltaStats::parse(&delta_stats(&many[0].metadata)).unwrap();
+        assert_eq!(stats.min("user_id"), Some(&Value::from("u-00001")));
         let n = many[0].metadata.file_metadata().num_rows();
-        assert_eq!(stats["nullCount"]["user_id"].as_i64().unwrap(), (n + 2) / 3);
+        assert_eq!(stats.num_records, u64::try_from(n).ok());
+        assert_eq!(stats.nulls("user_id"), u64::try_from((n + 2) / 3).ok());
+        assert!(
+            stats
+                .max("user_id")
+                .is_some_and(|m| m.as_str() > Some("u-00001"))
+        );
         // The same bytes whatever the number of encoding threads.
         for threads in [1, 2, 5] {
             let files = encode_with_threads("t", &b, &props, 20_000, threads).unwrap();
@@ -457,6 +520,27 @@ mod tests {
         let none = encode("t", &b.slice(0, 0), &props, 1).unwrap();
         assert_eq!(none.len(), 1);
         assert_eq!(none[0].metadata.file_metadata().num_rows(), 0);
+    }
+
+    #[test]
+    fn delta_stats_read_back_section_by_section() {
+        let s = DeltaStats::parse(
+            r#"{"numRecords":3,"minValues":{"user_id":"u-1","status":200},"maxValues":{"user_id":"u-5"},"nullCount":{"user_id":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.num_records, Some(3));
+        assert_eq!(s.min("status"), Some(&Value::from(200)));
+        assert_eq!(s.max("user_id"), Some(&Value::from("u-5")));
+        assert_eq!(s.max("status"), None);
+        assert_eq!(s.nulls("user_id"), Some(0));
+        // An odd section reads as empty; the others are still read.
+        let odd =
+            DeltaStats::parse(r#"{"numRecords":-1,"minValues":null,"maxValues":{"a":1}}"#).unwrap();
+        assert_eq!(odd.num_records, None);
+        assert!(odd.min_values.is_empty() && odd.null_count.is_empty());
+        assert_eq!(odd.max("a"), Some(&Value::from(1)));
+        assert_eq!(DeltaStats::parse("[1]"), None);
+        assert_eq!(DeltaStats::parse("{"), None);
     }
 
     /// A row group's columns encoded on several threads: the same bytes as
