@@ -216,11 +216,28 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", error_report(&e));
             ExitCode::FAILURE
         }
     };
     exit_now(code)
+}
+
+/// The error and its causes as one line, `message: cause: cause`, leaving
+/// out a cause whose text the line already holds: most errors of the crates
+/// (and DataFusion's own wrappers) show their source in their message as well
+/// as returning it as the source, and printing the plain chain repeated a
+/// failed query's reason three times.
+fn error_report(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Ends the process once the command is done and its output flushed,
@@ -241,4 +258,32 @@ fn exit_now(code: ExitCode) -> ! {
     // SAFETY: `_exit` takes an integer and does not return; no Rust state
     // is used after it.
     unsafe { libc::_exit(status) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("query failed: {0}")]
+    struct Shows(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("query failed")]
+    struct Hides(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_reported_once() {
+        let io = || std::io::Error::other("table 'nope' not found");
+        let shown = anyhow::Error::new(Shows(io())).context("sql");
+        assert_eq!(
+            error_report(&shown),
+            "sql: query failed: table 'nope' not found"
+        );
+        let hidden = anyhow::Error::new(Hides(io()));
+        assert_eq!(
+            error_report(&hidden),
+            "query failed: table 'nope' not found"
+        );
+    }
 }
