@@ -7,8 +7,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The user's SQL is wrong (syntax, unknown table or column, types).
-    #[error("query failed: {0}")]
-    Query(#[source] datafusion::error::DataFusionError),
+    /// Its message holds DataFusion's whole description (see [`describe`]).
+    #[error("query failed: {}", describe(.0))]
+    Query(datafusion::error::DataFusionError),
 
     /// Reading the lake failed.
     #[error(transparent)]
@@ -56,4 +57,38 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A DataFusion error as a user reads it: a syntax error as the parser words
+/// it (DataFusion prints the parser's error in its debug form, quotes
+/// escaped), anything else as DataFusion displays it.
+fn describe(e: &datafusion::error::DataFusionError) -> String {
+    match e.find_root() {
+        datafusion::error::DataFusionError::SQL(parser, _) => parser.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_syntax_error_reads_as_the_parser_words_it() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let err = Error::Query(ctx.sql("SELEC 1").await.unwrap_err());
+        assert_eq!(
+            err.to_string(),
+            "query failed: sql parser error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1"
+        );
+        let err = Error::Query(ctx.sql("SELECT * FROM nope").await.unwrap_err());
+        assert!(
+            err.to_string()
+                .starts_with("query failed: Error during planning: table")
+                && err
+                    .to_string()
+                    .contains("'datafusion.public.nope' not found"),
+            "{err}"
+        );
+    }
 }
