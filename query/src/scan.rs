@@ -429,24 +429,18 @@ fn bound(value: &serde_json::Value, data_type: &DataType, max: bool) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use auditlake_schemas::{Decoder, Lake, RawMessage, Source, Topic, WriteOptions};
+    use auditlake_schemas::{Lake, Topic, WriteOptions};
     use datafusion::prelude::SessionContext;
 
     fn grants(rows: &[(&str, &str, &str)]) -> RecordBatch {
-        let mut d = Decoder::new(Topic::Grants);
-        for (id, time, user) in rows {
-            let p = format!(
-                r#"{{"event_id":"{id}","event_time":"{time}","app_id":"a","user_id":"{user}","action":"grant","scopes":["s"]}}"#
-            );
-            assert!(d.push(RawMessage {
-                payload: p.as_bytes(),
-                source: Source::Kafka {
-                    partition: 0,
-                    offset: 0
-                }
-            }));
-        }
-        d.finish(0).unwrap().events
+        auditlake_schemas::testing::events(
+            Topic::Grants,
+            rows.iter().map(|(id, time, user)| {
+                format!(
+                    r#"{{"event_id":"{id}","event_time":"{time}","app_id":"a","user_id":"{user}","action":"grant","scopes":["s"]}}"#
+                )
+            }),
+        )
     }
 
     async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {

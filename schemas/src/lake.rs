@@ -788,7 +788,7 @@ pub fn table_size(table: &DeltaTable) -> (usize, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Decoder, RawMessage, Source, Topic};
+    use crate::Topic;
 
     #[test]
     fn random_columns_go_without_statistics_and_clustering_columns_keep_them() {
@@ -843,20 +843,14 @@ mod tests {
     }
 
     fn grants(ids: &[&str]) -> RecordBatch {
-        let mut d = Decoder::new(Topic::Grants);
-        for id in ids {
-            let p = format!(
-                r#"{{"event_id":"{id}","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"grant"}}"#
-            );
-            assert!(d.push(RawMessage {
-                payload: p.as_bytes(),
-                source: Source::Kafka {
-                    partition: 0,
-                    offset: 0
-                }
-            }));
-        }
-        d.finish(0).unwrap().events
+        crate::testing::events(
+            Topic::Grants,
+            ids.iter().map(|id| {
+                format!(
+                    r#"{{"event_id":"{id}","event_time":"2026-11-20T08:00:00Z","app_id":"a","user_id":"u","action":"grant"}}"#
+                )
+            }),
+        )
     }
 
     fn txn(from: Option<i64>, to: i64) -> Vec<TxnUpdate> {

@@ -21,6 +21,8 @@ pub mod erasure;
 mod flat;
 pub mod lake;
 pub mod tables;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod threads;
 pub mod time;
 pub mod topic;

@@ -4,29 +4,23 @@
 
 use auditlake_retention::{Erase, Policy, Sweep, Verify};
 use auditlake_schemas::lake::WriteOptions;
-use auditlake_schemas::{Decoder, Lake, RawMessage, Source, Topic};
+use auditlake_schemas::{Lake, Topic};
 
 use crate::fixture::{self, VICTIM, now};
 
 fn batch(round: usize) -> arrow::array::RecordBatch {
-    let mut d = Decoder::new(Topic::ApiAccess);
-    for i in 0..50 {
-        // Other users only, into the partitions being rewritten.
-        let p = format!(
-            r#"{{"event_id":"live-{round}-{i}","event_time":"2026-11-{d:02}T10:00:00Z","app_id":"app-{a}","developer_id":"dev-{a}","user_id":"user-{u:04}","api":"order.list","status":200}}"#,
-            d = 1 + i % 10,
-            a = i % 4,
-            u = 100 + i,
-        );
-        assert!(d.push(RawMessage {
-            payload: p.as_bytes(),
-            source: Source::Kafka {
-                partition: 0,
-                offset: 0
-            },
-        }));
-    }
-    d.finish(0).unwrap().events
+    // Other users only, into the partitions being rewritten.
+    auditlake_schemas::testing::events(
+        Topic::ApiAccess,
+        (0..50).map(|i| {
+            format!(
+                r#"{{"event_id":"live-{round}-{i}","event_time":"2026-11-{d:02}T10:00:00Z","app_id":"app-{a}","developer_id":"dev-{a}","user_id":"user-{u:04}","api":"order.list","status":200}}"#,
+                d = 1 + i % 10,
+                a = i % 4,
+                u = 100 + i,
+            )
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
