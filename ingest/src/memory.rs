@@ -15,9 +15,9 @@
 //! once): up to ~8 times the buffer. So a backfill's flush gets a twelfth of
 //! the limit and its dedupe index another twelfth. Freed memory the
 //! allocator keeps counts too, which is why the binary runs ingest on glibc
-//! malloc with two arenas (`src/main.rs`): on mimalloc the peak grew with
-//! every flush (1231-1406 MiB at 50M events), on glibc it is 664 MiB there
-//! and 542-558 MiB at 5M pinned to one core.
+//! malloc with one arena (`src/main.rs`): on mimalloc the peak grew with
+//! every flush (1231-1406 MiB at 50M events), on glibc it is 578 MiB there
+//! (599-664 with two arenas) and ~400 MiB for 2M pinned to one core.
 
 /// Default `--memory-limit`.
 pub const DEFAULT_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
