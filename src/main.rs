@@ -124,20 +124,24 @@ fn tune_allocator() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
 }
 
-/// glibc malloc for ingest: one arena, blocks up to 32 MiB from the heap,
-/// and freed memory kept for reuse. With an arena per thread (eight per core
-/// by default) each thread that frees what another allocated keeps that
-/// memory to itself: the ingest's peak RSS reached 1063 MiB for 5M events
-/// against 565 MiB with two arenas. One arena, with the flush's column
-/// buffers (a few MiB to ~30 MiB, above glibc's dynamic mmap threshold at
-/// first) taken from the heap and the heap never trimmed, reuses freed pages
-/// instead of mapping and faulting in fresh ones every flush: 2M events
-/// pinned to one core, 11 runs each alternating, median 3.56 -> 3.38 s,
-/// peak RSS 486 -> 396 MiB (two arenas, default thresholds before). Must run
-/// before any thread starts. `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
-/// `MALLOC_TRIM_THRESHOLD_` and `GLIBC_TUNABLES` in the environment still win.
+/// glibc malloc for ingest: at most `arenas` arenas, blocks up to 32 MiB
+/// from the heap, and freed memory kept for reuse. With an arena per thread
+/// (eight per core by default) each thread that frees what another
+/// allocated keeps that memory to itself: the ingest's peak RSS reached
+/// 1063 MiB for 5M events against 565 MiB with two arenas. A file backfill
+/// takes one arena: with the flush's column buffers (a few MiB to ~30 MiB,
+/// above glibc's dynamic mmap threshold at first) taken from the heap and
+/// the heap never trimmed, freed pages are reused instead of fresh ones
+/// mapped and faulted in every flush (2M events pinned to one core, 11 runs
+/// each alternating, median 3.56 -> 3.38 s, peak RSS 486 -> 396 MiB; 9 runs
+/// against the same settings on two arenas: 3.32 -> 3.20 s). A Kafka ingest
+/// (and `demo`) keeps two: librdkafka's threads allocate at a high rate, and
+/// on one arena they waited on its lock (`demo --events 500000`: 5.8-6.5 s
+/// of CPU against 4.8-5.3 s on two). Must run before any thread starts.
+/// `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`
+/// and `GLIBC_TUNABLES` in the environment still win.
 #[allow(unsafe_code)]
-fn tune_glibc_malloc() {
+fn tune_glibc_malloc(arenas: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let unset = |name: &str| {
@@ -146,7 +150,7 @@ fn tune_glibc_malloc() {
         // SAFETY (each call): mallopt with integer arguments, before other
         // threads exist; an unknown or refused option only returns 0.
         if unset("MALLOC_ARENA_MAX") {
-            unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+            unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
         }
         if unset("MALLOC_MMAP_THRESHOLD_") {
             // glibc's largest accepted threshold on 64-bit.
@@ -201,8 +205,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tune_allocator();
     match cli.command {
+        Command::Ingest(ref args) if args.is_backfill() => {
+            tune_glibc_malloc(1);
+            Allocator::use_system();
+        }
         Command::Ingest(_) | Command::Demo(_) => {
-            tune_glibc_malloc();
+            tune_glibc_malloc(2);
             Allocator::use_system();
         }
         Command::Detect(_) => Allocator::use_system(),

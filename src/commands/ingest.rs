@@ -134,6 +134,13 @@ fn parse_input(s: &str) -> Result<(Topic, PathBuf), String> {
     Ok((topic, PathBuf::from(path)))
 }
 
+impl Args {
+    /// Whether this is a file backfill (`--input`) rather than a Kafka ingest.
+    pub fn is_backfill(&self) -> bool {
+        !self.inputs.is_empty()
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = WriteOptions {
         target_file_size: args.target_file_size,
