@@ -139,24 +139,25 @@ fn tune_allocator() {
 /// on one arena they waited on its lock (`demo --events 500000`: 5.8-6.5 s
 /// of CPU against 4.8-5.3 s on two). Must run before any thread starts.
 /// `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`
-/// and `GLIBC_TUNABLES` in the environment still win.
+/// and their `GLIBC_TUNABLES` (`glibc.malloc.arena_max`, ...) still win.
 #[allow(unsafe_code)]
 fn tune_glibc_malloc(arenas: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let unset = |name: &str| {
-            std::env::var_os(name).is_none() && std::env::var_os("GLIBC_TUNABLES").is_none()
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let unset = |name: &str, tunable: &str| {
+            std::env::var_os(name).is_none() && !tunables.contains(tunable)
         };
         // SAFETY (each call): mallopt with integer arguments, before other
         // threads exist; an unknown or refused option only returns 0.
-        if unset("MALLOC_ARENA_MAX") {
+        if unset("MALLOC_ARENA_MAX", "glibc.malloc.arena_max") {
             unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
         }
-        if unset("MALLOC_MMAP_THRESHOLD_") {
+        if unset("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold") {
             // glibc's largest accepted threshold on 64-bit.
             unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024) };
         }
-        if unset("MALLOC_TRIM_THRESHOLD_") {
+        if unset("MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold") {
             unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) };
         }
     }
