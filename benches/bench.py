@@ -5,7 +5,8 @@ Called by benches/run.sh (which builds the release binary and installs duckdb).
 Measures, on data from `auditlake gen`:
   ingest   JSON lines -> zstd Parquet: `auditlake ingest --input` vs DuckDB
            COPY (SELECT * FROM read_json(...)) TO ... (FORMAT parquet, COMPRESSION zstd),
-           pinned to one core (taskset -c 0) and on all cores; events/s, bytes/event, peak RSS.
+           pinned to one core (taskset -c 0) and on all cores; events/s (median of
+           --ingest-runs runs, alternating between the engines), bytes/event, peak RSS.
   queries  five analyst queries on the same Parquet files (the lake's api_access
            and grants files), each engine timed two ways, like for like:
            - in-process: the query alone in a warm session (plan, execute, collect
@@ -164,6 +165,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=5, help="in-process runs of each query per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (processes) per engine; best is kept")
     ap.add_argument("--memory-limit", default="1GiB", help="auditlake ingest --memory-limit")
+    ap.add_argument("--ingest-runs", type=int, default=3,
+                    help="ingest runs per engine and core count, alternating; the median is kept")
     ap.add_argument("--rss-events", type=int, default=50_000_000, help="events of the rss phase")
     args = ap.parse_args()
     phases = set(args.phases.split(","))
@@ -190,23 +193,36 @@ def main():
 
     res["ingest"] = {}
     for label, pin, threads in [("1 core", "0", 1), ("2 cores", None, os.cpu_count())] if "ingest" in phases else []:
+        # Runs alternate between the engines (the host's load drifts), each
+        # on a fresh output; the median of each engine is kept.
         lake = work / f"lake-{threads}"
-        s, r, _ = run([args.bin, "ingest", "--lake", str(lake), "--memory-limit", args.memory_limit,
-                       "--input", f"api-access={src}"], env, pin)
         out = work / f"duck-{threads}.parquet"
-        if pin:
-            d = float(subprocess.check_output(
-                ["taskset", "-c", pin, sys.executable, __file__, "--duck-ingest", str(src), str(out), "1"]))
-        else:
-            d = duck_ingest(src, out, threads)
+        a_runs, d_runs, rss_runs = [], [], []
+        for _ in range(args.ingest_runs):
+            shutil.rmtree(lake, ignore_errors=True)
+            s, r, _ = run([args.bin, "ingest", "--lake", str(lake), "--memory-limit", args.memory_limit,
+                           "--input", f"api-access={src}"], env, pin)
+            a_runs.append(s)
+            rss_runs.append(r)
+            out.unlink(missing_ok=True)
+            if pin:
+                d = float(subprocess.check_output(
+                    ["taskset", "-c", pin, sys.executable, __file__, "--duck-ingest", str(src), str(out), "1"]))
+            else:
+                d = duck_ingest(src, out, threads)
+            d_runs.append(d)
+        s, d, r = median(a_runs), median(d_runs), max(rss_runs)
         res["ingest"][label] = {
             "auditlake_s": s, "auditlake_ev_s": lines / s, "auditlake_rss_mib": r,
             "memory_limit_mib": mib(args.memory_limit),
             "duckdb_s": d, "duckdb_ev_s": lines / d,
+            "auditlake_runs_s": a_runs, "duckdb_runs_s": d_runs,
             "auditlake_bytes_per_event": parquet_bytes(lake / "api_access") / stored,
             "duckdb_bytes_per_event": out.stat().st_size / lines,
         }
-        print(f"ingest {label}: auditlake {lines / s:,.0f} ev/s ({r:.0f} MiB), duckdb {lines / d:,.0f} ev/s", flush=True)
+        print(f"ingest {label}: auditlake {lines / s:,.0f} ev/s ({r:.0f} MiB), duckdb {lines / d:,.0f} ev/s "
+              f"(medians; runs auditlake {', '.join(f'{x:.2f}' for x in a_runs)} s, "
+              f"duckdb {', '.join(f'{x:.2f}' for x in d_runs)} s)", flush=True)
 
     if "rss" in phases:
         bench_rss(args, work, env, res)
@@ -244,6 +260,12 @@ def bench_rss(args, work, env, res):
           f"(limit {mib(args.memory_limit):.0f} MiB)", flush=True)
     shutil.rmtree(data, ignore_errors=True)
     shutil.rmtree(lake, ignore_errors=True)
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def geomean(xs):
@@ -288,6 +310,9 @@ def markdown(res):
         out.append(f"\nIn-process: best of {res['repeat']} runs x {res['rounds']} rounds in a warm session "
                    f"(auditlake opens the lake in {res['auditlake_open_s'] * 1000:.0f} ms, not counted). Whole process: "
                    f"best of {res['rounds']} processes; DuckDB CLI {res.get('duckdb_cli') or 'not installed'}.")
+    if res.get("ingest"):
+        runs = len(next(iter(res["ingest"].values()))["auditlake_runs_s"])
+        out.append(f"\nIngest: median of {runs} runs per engine, alternating; peak RSS the highest of them.")
     if "gen" in res:
         g = res["gen"]
         out.append(f"\ngen: {g['events_per_s']:,.0f} access events/s ({g['seconds']:.1f} s).")

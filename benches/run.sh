@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks auditlake side by side with DuckDB on the same machine and data.
-#   benches/run.sh [--events N] [bench.py options: --phases queries --repeat R --rounds K]
+#   benches/run.sh [--events N] [--ingest-runs N] [bench.py options: --phases queries --repeat R --rounds K]
 # (default 5,000,000 access events). Builds the release binary (cached in
 # CARGO_TARGET_DIR), installs the duckdb Python package and the DuckDB CLI
 # (PyPI duckdb-cli, for whole-process query times) if missing, runs
@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --events) EVENTS="$2"; shift 2 ;;
     --phases|--repeat|--rounds) EXTRA+=("$1" "$2"); ONLY_MAIN=1; shift 2 ;;
+    --ingest-runs) EXTRA+=("$1" "$2"); shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
