@@ -28,7 +28,7 @@ Writes results.json into --work and prints a Markdown table for benches/RESULTS.
 Phases: --phases gen,ingest,queries (default all); `--phases queries` reuses the
 data and lake left in --work by an earlier run.
 """
-import argparse, importlib.util, json, math, os, platform, re, shutil, subprocess, sys, tempfile, time
+import argparse, importlib.util, json, math, os, platform, re, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import duckdb
@@ -169,6 +169,8 @@ def main():
                     help="ingest runs per engine and core count, alternating; the median is kept")
     ap.add_argument("--rss-events", type=int, default=50_000_000, help="events of the rss phase")
     args = ap.parse_args()
+    if args.ingest_runs < 1:
+        ap.error(f"--ingest-runs must be at least 1, not {args.ingest_runs}")
     phases = set(args.phases.split(","))
     work = Path(args.work)
     if "gen" in phases:
@@ -211,7 +213,7 @@ def main():
             else:
                 d = duck_ingest(src, out, threads)
             d_runs.append(d)
-        s, d, r = median(a_runs), median(d_runs), max(rss_runs)
+        s, d, r = statistics.median(a_runs), statistics.median(d_runs), max(rss_runs)
         res["ingest"][label] = {
             "auditlake_s": s, "auditlake_ev_s": lines / s, "auditlake_rss_mib": r,
             "memory_limit_mib": mib(args.memory_limit),
@@ -260,12 +262,6 @@ def bench_rss(args, work, env, res):
           f"(limit {mib(args.memory_limit):.0f} MiB)", flush=True)
     shutil.rmtree(data, ignore_errors=True)
     shutil.rmtree(lake, ignore_errors=True)
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def geomean(xs):
