@@ -202,8 +202,24 @@ enum Command {
     Detect(commands::detect::Args),
 }
 
+/// Exit code of a command line that does not parse (sysexits' `EX_USAGE`):
+/// distinct from 2, which `retention` uses for a failed verification, so a
+/// scheduler can tell a misconfigured job from a data incident.
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` come this way too, and succeed.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     tune_allocator();
     match cli.command {
         Command::Ingest(ref args) if args.is_backfill() => {

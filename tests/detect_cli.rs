@@ -125,7 +125,7 @@ fn detect_errors_are_actionable() {
     let lake = lake_dir.path().to_str().unwrap();
 
     let out = run(&["detect", "--lake", lake, "--now", "yesterday"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64), "a bad flag is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
 
     let now = "2026-11-11T00:00:00Z";
@@ -158,21 +158,55 @@ fn detect_errors_are_actionable() {
 
     let rules = tempfile::tempdir().unwrap();
     let path = rules.path().join("broken.sql");
+    // A rule's rows may set their own severity, but only a known one; a rule
+    // that fails while running is the rule's error, not auditlake's bug.
+    for (sql, expect) in [
+        ("SELECT app_id\nFROM data_access\nWHERE", ""),
+        (
+            "SELECT 'a1' AS app_id, 'ultra' AS severity",
+            "severity \"ultra\"",
+        ),
+        (
+            "SELECT 'a1' AS app_id FROM data_access WHERE 1 / (record_count - record_count) = 1 \
+             UNION ALL SELECT 'a1' AS app_id WHERE CAST(random() * 0 AS INT) / 0 = 1",
+            "",
+        ),
+        ("CREATE VIEW v AS SELECT 'a1' AS app_id", "one query"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("-- id: broken\n-- clause: x\n-- severity: low\n{sql}\n"),
+        )
+        .unwrap();
+        let out = run(&[
+            "detect",
+            "--lake",
+            lake,
+            "--now",
+            now,
+            "--rules",
+            rules.path().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{sql}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{}:", path.display())), "{err}");
+        assert!(err.contains(expect) && !err.contains("bug"), "{err}");
+    }
+    std::fs::remove_file(&path).unwrap();
+
+    // Accesses without the grants that authorise them: refused, not flagged.
     std::fs::write(
-        &path,
-        "-- id: broken\n-- clause: x\n-- severity: low\nSELECT app_id\nFROM data_access\nWHERE\n",
+        data.path().join("api-access.jsonl"),
+        r#"{"event_id":"e1","event_time":"2026-11-02T00:00:00Z","app_id":"a1","developer_id":"d1","user_id":"u1","api":"order.get","required_scope":"order.read","token_scopes":["order.read"],"data_categories":["order"],"record_count":1,"status":200,"client_ip":"10.0.0.1","client_region":"CN","token_id":"t1","latency_ms":5,"response_bytes":100}"#,
     )
     .unwrap();
-    let out = run(&[
-        "detect",
-        "--lake",
-        lake,
-        "--now",
-        now,
-        "--rules",
-        rules.path().to_str().unwrap(),
-    ]);
-    assert!(!out.status.success());
+    let access = format!(
+        "api-access={}",
+        data.path().join("api-access.jsonl").display()
+    );
+    ok(&["ingest", "--lake", lake, "--input", &access]);
+    let out = run(&["detect", "--lake", lake, "--now", now]);
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:", path.display())), "{err}");
+    assert!(err.contains("no grants table"), "{err}");
 }

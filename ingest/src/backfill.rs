@@ -271,7 +271,7 @@ async fn finish_flush(sink: &mut TopicSink, job: JoinHandle<Result<FlushOutcome>
     let f = job
         .await
         .map_err(|e| Error::Internal(format!("flush task: {e}")))??;
-    sink.record(&f);
+    sink.record(&f)?;
     log_flush(&f);
     Ok(())
 }
@@ -520,7 +520,12 @@ fn decode_chunk(
             from += next;
             pos += next as u64;
             line_no += 1;
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if start == 0 && line_no == 1 {
+                // A file saved with a UTF-8 byte order mark (some Windows
+                // tools write one): the mark is not part of the first message.
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 blank += 1;
                 continue;
@@ -652,6 +657,28 @@ mod tests {
             assert_eq!((lines, blank), (3005, 2), "{case}");
             assert_eq!(events, expected, "{case}");
             assert_eq!(bad, [(3001, source(3001)), (3006, source(3006))], "{case}");
+        }
+    }
+
+    /// A UTF-8 byte order mark before the first line is not part of it; one
+    /// anywhere else is (and quarantines its line).
+    #[test]
+    fn a_byte_order_mark_opens_the_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bom.jsonl");
+        let text = format!(
+            "\u{feff}{}\n\u{feff}{}\n{}\n",
+            event("b1", ""),
+            event("b2", ""),
+            event("b3", "")
+        );
+        std::fs::write(&path, &text).unwrap();
+        let path = std::fs::canonicalize(&path).unwrap();
+        for threads in [1, 2] {
+            let (events, bad, lines, _, _) = decode_file(&path, 20, threads);
+            assert_eq!(events, ["b1", "b3"]);
+            assert_eq!(bad.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2]);
+            assert_eq!(lines, 3);
         }
     }
 

@@ -17,6 +17,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use auditlake_schemas::Lake;
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use object_store::ObjectStoreExt;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::{Error, Result};
@@ -40,6 +43,101 @@ impl Hasher for IdentityHasher {
 }
 
 type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+
+/// Keys (hashed, with the row's `date` where the table has one) of the rows
+/// that the commits after version `from` up to `to` added to `table`: what
+/// other writers stored while this one buffered. Only files of `dates` are
+/// read when given. The commits' own JSON names the files; when part of that
+/// log is gone (a checkpoint let retention remove it), the table's rows of
+/// `dates` are read instead, which holds the same keys and more.
+pub async fn added_keys(
+    lake: &Lake,
+    table: &str,
+    key_column: &str,
+    (from, to): (Option<i64>, i64),
+    dates: Option<&HashSet<i32>>,
+) -> Result<HashSet<(Option<i32>, u64)>> {
+    let err = |e: String| Error::Internal(format!("reading rows added to {table}: {e}"));
+    let mut out = HashSet::new();
+    let wanted = |d: Option<i32>| match (dates, d) {
+        (Some(dates), Some(d)) => dates.contains(&d),
+        _ => true,
+    };
+    let Some(files) = lake.added_files(table, from, to).await? else {
+        tracing::debug!(
+            table,
+            ?from,
+            to,
+            "log range gone; reading the table's keys instead"
+        );
+        let Some(t) = lake.table(table).await? else {
+            return Ok(out);
+        };
+        let ctx = SessionContext::new();
+        t.update_datafusion_session(&ctx.state())
+            .map_err(|e| err(e.to_string()))?;
+        let provider = t.table_provider().await.map_err(|e| err(e.to_string()))?;
+        ctx.register_table("t", provider)
+            .map_err(|e| err(e.to_string()))?;
+        let filter = match dates {
+            Some(dates) if !dates.is_empty() => format!(
+                " WHERE date IN ({})",
+                dates
+                    .iter()
+                    .map(|d| format!("CAST({d} AS DATE)"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => String::new(),
+        };
+        let batches = ctx
+            .sql(&format!(
+                "SELECT \"{key_column}\", CAST(date AS INT) AS d FROM t{filter}"
+            ))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        for b in &batches {
+            let days = b.column(1).as_primitive::<arrow::datatypes::Int32Type>();
+            for_each_str(b.column(0).as_ref(), |i, key| {
+                out.insert((days.is_valid(i).then(|| days.value(i)), key_hash(key)));
+            });
+        }
+        return Ok(out);
+    };
+    let store = lake.object_store()?;
+    for (path, date) in files.into_iter().filter(|(_, d)| wanted(*d)) {
+        let bytes = async {
+            store
+                .get(&object_store::path::Path::from(path.as_str()))
+                .await?
+                .bytes()
+                .await
+        }
+        .await
+        .map_err(|e| Error::Lake(e.into()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| err(format!("{path}: {e}")))?;
+        let schema = builder.parquet_schema();
+        let leaf = (0..schema.num_columns())
+            .find(|i| schema.column(*i).path().parts() == [key_column])
+            .ok_or_else(|| err(format!("{path}: no column {key_column}")))?;
+        let mask = ProjectionMask::leaves(schema, [leaf]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| err(format!("{path}: {e}")))?;
+        for b in reader {
+            let b = b.map_err(|e| err(format!("{path}: {e}")))?;
+            for_each_str(b.column(0).as_ref(), |_, key| {
+                out.insert((date, key_hash(key)));
+            });
+        }
+    }
+    Ok(out)
+}
 
 /// The hash of a dedupe key.
 pub fn key_hash(key: &str) -> u64 {
@@ -80,6 +178,14 @@ impl SeenIndex {
     /// Loaded date partitions.
     pub fn dates(&self) -> usize {
         self.by_date.len()
+    }
+
+    /// Records a key another writer stored (see [`added_keys`]); dates not
+    /// loaded are skipped, as loading them reads the key from the lake.
+    pub fn insert_known(&mut self, date: i32, hash: u64) {
+        if let Some(set) = self.by_date.get_mut(&date) {
+            set.insert(hash);
+        }
     }
 
     /// Makes sure the given dates are loaded from the lake.

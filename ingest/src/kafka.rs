@@ -580,7 +580,7 @@ impl Run {
                 topic.to_string(),
                 TopicState {
                     sink,
-                    decoder: Decoder::new(kind),
+                    decoder: Decoder::new(kind).with_kafka_topic(topic),
                     pending_next: BTreeMap::new(),
                     oldest: None,
                 },

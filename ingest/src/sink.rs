@@ -27,7 +27,7 @@ use auditlake_schemas::{Decoded, Lake, Topic, tables};
 use serde::Serialize;
 
 use crate::Result;
-use crate::dedupe::{SeenIndex, for_each_str, key_hash, mark_new};
+use crate::dedupe::{SeenIndex, added_keys, for_each_str, key_hash, mark_new};
 
 /// Counters of one topic's sink.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -69,6 +69,23 @@ pub struct FlushOutcome {
     pub commits: u64,
     /// Seconds spent.
     pub seconds: f64,
+    /// Events and quarantine rows left out at commit because another writer
+    /// stored them while this one buffered them.
+    pub concurrent_duplicates: u64,
+    /// Keys of what other writers stored meanwhile, found when a commit had
+    /// to be made again on a newer version: events as (date, key hash).
+    #[serde(skip)]
+    pub others: HashSet<(Option<i32>, u64)>,
+    /// Quarantine source ids other writers stored meanwhile (hashed).
+    #[serde(skip)]
+    pub others_quarantine: HashSet<u64>,
+    /// The events table's version this flush brought the sink to, if it
+    /// committed or caught up.
+    #[serde(skip)]
+    pub events_version: Option<i64>,
+    /// The same for the quarantine table.
+    #[serde(skip)]
+    pub quarantine_version: Option<i64>,
 }
 
 /// Buffers and commits one topic's events and quarantine rows.
@@ -90,6 +107,12 @@ pub struct TopicSink {
     /// rows are kept regardless).
     pub max_index_bytes: usize,
     stats: SinkStats,
+    /// The version of the events table the dedupe index is complete for:
+    /// every key stored up to it (for the dates loaded) is in the index.
+    /// Commits are made on top of it only ([`Lake::append_on`]).
+    events_version: Option<i64>,
+    /// The same for `quarantine` and `quarantine_seen`.
+    quarantine_version: Option<i64>,
 }
 
 impl TopicSink {
@@ -98,7 +121,17 @@ impl TopicSink {
         let table = topic.table();
         let key = tables::dedupe_key(table).expect("topic tables have a key");
         let mut quarantine_seen = HashSet::new();
-        if let Some(q) = lake.table(tables::QUARANTINE).await? {
+        let events_version = lake
+            .table(table)
+            .await?
+            .and_then(|t| t.version())
+            .map(|v| v as i64);
+        let quarantine = lake.table(tables::QUARANTINE).await?;
+        let quarantine_version = quarantine
+            .as_ref()
+            .and_then(|q| q.version())
+            .map(|v| v as i64);
+        if let Some(q) = quarantine {
             let ctx = deltalake::datafusion::prelude::SessionContext::new();
             q.update_datafusion_session(&ctx.state())
                 .map_err(|e| crate::Error::Internal(format!("register store: {e}")))?;
@@ -137,6 +170,8 @@ impl TopicSink {
             max_index_bytes: crate::MemoryBudget::backfill(crate::memory::DEFAULT_MEMORY_LIMIT)
                 .index_bytes,
             stats: SinkStats::default(),
+            events_version,
+            quarantine_version,
         })
     }
 
@@ -235,10 +270,12 @@ impl TopicSink {
             events: self.pending.clone(),
             quarantine: self.pending_quarantine.clone(),
             txns,
+            events_base: self.events_version,
+            quarantine_base: self.quarantine_version,
         };
         let out = job.run().await?;
         self.clear_pending();
-        self.record(&out);
+        self.record(&out)?;
         Ok(out)
     }
 
@@ -254,19 +291,58 @@ impl TopicSink {
             events: std::mem::take(&mut self.pending),
             quarantine: std::mem::take(&mut self.pending_quarantine),
             txns: Vec::new(),
+            events_base: self.events_version,
+            quarantine_base: self.quarantine_version,
         };
         self.clear_pending();
         job
     }
 
-    /// Counts a finished job's outcome in [`stats`](Self::stats).
-    pub fn record(&mut self, out: &FlushOutcome) {
+    /// Counts a finished job's outcome in [`stats`](Self::stats), and takes
+    /// in what other writers stored meanwhile: into the dedupe index, and out
+    /// of the rows buffered since the job was detached.
+    pub fn record(&mut self, out: &FlushOutcome) -> Result<()> {
+        if let Some(v) = out.events_version {
+            self.events_version = Some(v);
+        }
+        if let Some(v) = out.quarantine_version {
+            self.quarantine_version = Some(v);
+        }
+        self.stats.duplicates += out.concurrent_duplicates;
+        if !out.others.is_empty() {
+            for (date, hash) in &out.others {
+                if let Some(d) = date {
+                    self.seen.insert_known(*d, *hash);
+                }
+            }
+            let key = tables::dedupe_key(self.topic.table()).expect("key");
+            let mut dropped = 0;
+            for p in &mut self.pending {
+                dropped += p.drop_keys(key, &out.others);
+            }
+            self.pending.retain(|p| p.rows() > 0);
+            self.pending_rows -= dropped;
+            self.stats.duplicates += dropped as u64;
+        }
+        if !out.others_quarantine.is_empty() {
+            self.quarantine_seen
+                .extend(out.others_quarantine.iter().copied());
+            let mut dropped = 0;
+            for batch in &mut self.pending_quarantine {
+                let (kept, n) = drop_quarantined(batch, &out.others_quarantine);
+                *batch = kept?;
+                dropped += n;
+            }
+            self.pending_quarantine.retain(|b| b.num_rows() > 0);
+            self.stats.quarantine_duplicates += dropped as u64;
+        }
         self.stats.stored += out.rows;
         self.stats.quarantined += out.quarantined;
         self.stats.erased += out.erased;
         self.stats.commits += out.commits;
         self.stats.files += out.files;
         self.stats.bytes += out.bytes;
+        Ok(())
     }
 
     fn clear_pending(&mut self) {
@@ -300,6 +376,28 @@ pub struct FlushJob {
     events: Vec<Pending>,
     quarantine: Vec<RecordBatch>,
     txns: Vec<TxnUpdate>,
+    /// The versions the sink's dedupe reflects: commits go on top of them.
+    events_base: Option<i64>,
+    quarantine_base: Option<i64>,
+}
+
+/// Quarantine rows of `batch` whose `source_id` is not in `keys` (hashed),
+/// and how many were left out.
+fn drop_quarantined(batch: &RecordBatch, keys: &HashSet<u64>) -> (Result<RecordBatch>, usize) {
+    let mut mask = Vec::with_capacity(batch.num_rows());
+    let mut dropped = 0;
+    for_each_str(batch.column(0).as_ref(), |_, k| {
+        let keep = !keys.contains(&key_hash(k));
+        dropped += usize::from(!keep);
+        mask.push(keep);
+    });
+    if dropped == 0 {
+        return (Ok(batch.clone()), 0);
+    }
+    (
+        filter_record_batch(batch, &mask.into()).map_err(Into::into),
+        dropped,
+    )
 }
 
 /// A decoded batch waiting for a flush, with the rows to keep (None: all).
@@ -315,6 +413,32 @@ impl Pending {
             Some(keep) => keep.true_count(),
             None => self.events.num_rows(),
         }
+    }
+
+    /// Stops keeping the rows whose (date, key hash) is in `keys`; how many.
+    fn drop_keys(&mut self, key_column: &str, keys: &HashSet<(Option<i32>, u64)>) -> usize {
+        let (Some(col), Some(dates)) = (
+            self.events.column_by_name(key_column),
+            self.events.column_by_name(tables::PARTITION_COLUMN),
+        ) else {
+            return 0;
+        };
+        let dates = dates.as_primitive::<Date32Type>();
+        let mut keep: Vec<bool> = match &self.keep {
+            Some(k) => k.iter().map(|v| v.unwrap_or(false)).collect(),
+            None => vec![true; self.events.num_rows()],
+        };
+        let mut dropped = 0;
+        for_each_str(col.as_ref(), |i, k| {
+            if keep[i] && keys.contains(&(Some(dates.value(i)), key_hash(k))) {
+                keep[i] = false;
+                dropped += 1;
+            }
+        });
+        if dropped > 0 {
+            self.keep = Some(keep.into());
+        }
+        dropped
     }
 
     /// The kept rows as a batch of their own.
@@ -340,25 +464,61 @@ impl FlushJob {
             erased: self.drop_erased().await?,
             ..FlushOutcome::default()
         };
-        if !self.quarantine.is_empty() {
+        let mut base = self.quarantine_base;
+        while !self.quarantine.is_empty() {
             let rows: usize = self.quarantine.iter().map(RecordBatch::num_rows).sum();
-            let r = self
+            let appended = self
                 .lake
-                .append(
+                .append_on(
                     tables::QUARANTINE,
-                    std::mem::take(&mut self.quarantine),
+                    self.quarantine.clone(),
                     Vec::new(),
                     &self.opts,
+                    base,
                 )
-                .await?;
-            out.quarantined = rows as u64;
-            out.files += r.files as u64;
-            out.bytes += r.bytes;
-            out.commits += 1;
+                .await;
+            match appended {
+                Ok(r) => {
+                    out.quarantined = rows as u64;
+                    out.files += r.files as u64;
+                    out.bytes += r.bytes;
+                    out.commits += 1;
+                    out.quarantine_version = r.table.version().map(|v| v as i64);
+                    break;
+                }
+                Err(auditlake_schemas::Error::Moved { now: Some(now), .. }) => {
+                    // Another writer committed quarantine rows meanwhile:
+                    // leave out the messages it quarantined too.
+                    let added = added_keys(
+                        &self.lake,
+                        tables::QUARANTINE,
+                        "source_id",
+                        (base, now),
+                        None,
+                    )
+                    .await?;
+                    let keys: HashSet<u64> = added.into_iter().map(|(_, h)| h).collect();
+                    let mut kept = Vec::with_capacity(self.quarantine.len());
+                    for batch in &self.quarantine {
+                        let (batch, n) = drop_quarantined(batch, &keys);
+                        out.concurrent_duplicates += n as u64;
+                        let batch = batch?;
+                        if batch.num_rows() > 0 {
+                            kept.push(batch);
+                        }
+                    }
+                    self.quarantine = kept;
+                    out.others_quarantine.extend(keys);
+                    out.quarantine_version = Some(now);
+                    base = Some(now);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let rows = self.rows();
         if rows > 0 || !self.txns.is_empty() {
-            let batch = if rows > 0 {
+            let table = self.topic.table();
+            let mut batch = if rows > 0 {
                 let events = std::mem::take(&mut self.events);
                 tokio::task::spawn_blocking(move || cluster(events))
                     .await
@@ -366,19 +526,48 @@ impl FlushJob {
             } else {
                 // Offsets moved past duplicates or quarantined messages only:
                 // commit the txns with no data.
-                RecordBatch::new_empty(
-                    tables::schema_of(self.topic.table()).expect("topic table schema"),
-                )
+                RecordBatch::new_empty(tables::schema_of(table).expect("topic table schema"))
             };
-            let r = self
-                .lake
-                .append(self.topic.table(), vec![batch], self.txns, &self.opts)
-                .await?;
-            if r.version.is_some() {
-                out.rows = rows as u64;
-                out.files += r.files as u64;
-                out.bytes += r.bytes;
-                out.commits += 1;
+            let mut base = self.events_base;
+            loop {
+                let appended = self
+                    .lake
+                    .append_on(
+                        table,
+                        vec![batch.clone()],
+                        self.txns.clone(),
+                        &self.opts,
+                        base,
+                    )
+                    .await;
+                match appended {
+                    Ok(r) => {
+                        if r.version.is_some() {
+                            out.rows = batch.num_rows() as u64;
+                            out.files += r.files as u64;
+                            out.bytes += r.bytes;
+                            out.commits += 1;
+                        }
+                        out.events_version = r.table.version().map(|v| v as i64);
+                        break;
+                    }
+                    Err(auditlake_schemas::Error::Moved { now: Some(now), .. }) => {
+                        // Another writer (ingest, or retention rewriting)
+                        // committed meanwhile: drop the rows it stored too,
+                        // then commit on its version.
+                        let (kept, others) =
+                            without_stored(&self.lake, table, batch, (base, now)).await?;
+                        out.concurrent_duplicates += others.1 as u64;
+                        out.others.extend(others.0);
+                        out.events_version = Some(now);
+                        base = Some(now);
+                        batch = kept;
+                        if batch.num_rows() == 0 && self.txns.is_empty() {
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         out.seconds = started.elapsed().as_secs_f64();
@@ -422,6 +611,48 @@ impl FlushJob {
         }
         Ok(dropped as u64)
     }
+}
+
+/// The rows of `batch` (of `table`) that the commits after version `base`
+/// up to `now` did not store, in their order; and the keys those commits
+/// added, with how many rows of the batch they held.
+async fn without_stored(
+    lake: &Lake,
+    table: &str,
+    batch: RecordBatch,
+    (base, now): (Option<i64>, i64),
+) -> Result<(RecordBatch, (HashSet<(Option<i32>, u64)>, usize))> {
+    let key = tables::dedupe_key(table).expect("topic tables have a key");
+    let dates = batch
+        .column_by_name(tables::PARTITION_COLUMN)
+        .expect("date column")
+        .as_primitive::<Date32Type>();
+    // Every date, not only the batch's: rows the sink buffered since this
+    // job left it may be of other dates, and are checked against these keys
+    // when the job's outcome is recorded.
+    let added = added_keys(lake, table, key, (base, now), None).await?;
+    if added.is_empty() || batch.num_rows() == 0 {
+        return Ok((batch, (added, 0)));
+    }
+    let mut mask = Vec::with_capacity(batch.num_rows());
+    let mut dropped = 0;
+    for_each_str(
+        batch.column_by_name(key).expect("key column").as_ref(),
+        |i, k| {
+            let stored = added.contains(&(Some(dates.value(i)), key_hash(k)));
+            dropped += usize::from(stored);
+            mask.push(!stored);
+        },
+    );
+    if dropped > 0 {
+        tracing::info!(
+            table,
+            dropped,
+            "rows another writer stored meanwhile left out"
+        );
+    }
+    let kept = filter_record_batch(&batch, &mask.into())?;
+    Ok((kept, (added, dropped)))
 }
 
 /// The kept rows of `pending` as one batch sorted by (date, app_id, user_id,

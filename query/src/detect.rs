@@ -552,8 +552,18 @@ fn rule_error(rule: &Rule, e: &datafusion::error::DataFusionError) -> Error {
 }
 
 impl Error {
+    /// An error running `rule`: a bug when the rule is built in, else the
+    /// rule's own (a division by zero, an overflow), named by its file.
     fn context_rule(self, rule: &Rule) -> Error {
-        Error::Internal(format!("rule {} ({}) failed: {self}", rule.id, rule.source))
+        if rule.source.starts_with("builtin:") {
+            Error::Internal(format!("rule {} ({}) failed: {self}", rule.id, rule.source))
+        } else {
+            Error::Rule {
+                file: rule.source.clone(),
+                line: rule.statement_line,
+                message: format!("the rule failed while running: {self}"),
+            }
+        }
     }
 }
 
@@ -620,7 +630,25 @@ fn normalise(rule: &Rule, b: &RecordBatch, now: DateTime<Utc>) -> Result<RecordB
         let col: ArrayRef = match field.name().as_str() {
             "rule_id" => Arc::new(StringArray::from(vec![rule.id.as_str(); n])),
             "clause" => text("clause", &rule.clause)?,
-            "severity" => text("severity", &rule.severity)?,
+            "severity" => {
+                let severity = text("severity", &rule.severity)?;
+                let values = severity.as_string::<i32>();
+                if let Some(bad) = values
+                    .iter()
+                    .flatten()
+                    .find(|v| !crate::rules::SEVERITIES.contains(v))
+                {
+                    return Err(Error::Rule {
+                        file: rule.source.clone(),
+                        line: rule.statement_line,
+                        message: format!(
+                            "the rule returned severity {bad:?}; expected one of: {}",
+                            crate::rules::SEVERITIES.join(", ")
+                        ),
+                    });
+                }
+                severity
+            }
             "event_ids" => match b.column_by_name("event_ids") {
                 Some(c) => sorted_lists(&cast(c, field.data_type())?),
                 None => Arc::new(ListArray::new(

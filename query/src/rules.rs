@@ -214,6 +214,18 @@ impl Rule {
                 ),
             ));
         }
+        let is_query = matches!(
+            statements.front(),
+            Some(datafusion::sql::parser::Statement::Statement(s))
+                if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_))
+        );
+        if !is_query {
+            return Err(err(
+                statement_line,
+                "a rule is one query (SELECT or WITH ... SELECT) whose rows are its findings"
+                    .into(),
+            ));
+        }
         Ok(Rule {
             id,
             clause,
@@ -466,6 +478,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("r.sql:3: severity \"huge\""), "{e}");
+        let e = Rule::parse(
+            "-- id: x\n-- clause: 1\n-- severity: low\nCREATE VIEW v AS SELECT 1",
+            "r.sql",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("r.sql:4") && e.contains("one query"), "{e}");
         let e = Rule::parse("-- id: x\n-- severity: low\nSELECT 1", "r.sql")
             .unwrap_err()
             .to_string();

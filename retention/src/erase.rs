@@ -112,6 +112,8 @@ pub struct EraseOutcome {
     pub verify: Option<VerifyReport>,
     /// The evidence record's sequence number.
     pub evidence_seq: Option<i64>,
+    /// The evidence record's SHA-256 (see [`VerifyReport::evidence_sha256`]).
+    pub evidence_sha256: Option<String>,
 }
 
 impl EraseOutcome {
@@ -209,6 +211,7 @@ impl Erase {
             validate_id(a, "--app")?;
         }
         let lake = &self.lake;
+        crate::require_lake(lake).await?;
         let holds = self
             .policy
             .as_ref()
@@ -349,6 +352,7 @@ impl Erase {
             })
             .collect();
         let mut rec = EvidenceRecord::new("erase", self.now);
+        rec.recorded_at = self.wall_now.map(crate::evidence::timestamp);
         rec.outcome = if !report.as_ref().is_none_or(VerifyReport::passed) {
             "failed"
         } else if held_rows.is_empty() {
@@ -400,8 +404,26 @@ impl Erase {
             "partitions": metrics.rewrites.iter().map(|(t, r)| (t.clone(), r.partitions.len())).collect::<BTreeMap<_, _>>(),
         });
         let rows_removed = rec.rows_removed.clone();
-        let (seq, _) = evidence::append(lake, rec).await?;
+        let (seq, sha) = evidence::append(lake, rec).await?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "evidence appended");
+        let removed: u64 = rows_removed.values().sum();
+        tracing::info!(
+            user_hash = %hash,
+            app = self.app.as_deref(),
+            rows_removed = removed,
+            files_rewritten = metrics.files_rewritten(),
+            passed = report.as_ref().is_none_or(VerifyReport::passed),
+            evidence_seq = seq,
+            seconds = t0.elapsed().as_secs_f64(),
+            "erase finished"
+        );
+        if removed == 0 && held_rows.is_empty() {
+            tracing::warn!(
+                user_hash = %hash,
+                "no row of this user was found in the lake; the tombstone stands all the same \
+                 (ingest drops every later event naming the id), so check the id was not mistyped"
+            );
+        }
         Ok((
             EraseOutcome {
                 erasure_id: tombstone.erasure_id,
@@ -410,6 +432,7 @@ impl Erase {
                 held: held_rows,
                 verify: report,
                 evidence_seq: Some(seq),
+                evidence_sha256: Some(sha),
             },
             metrics,
         ))

@@ -41,6 +41,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The lake root holds no auditlake table: a wrong `--lake`, most likely.
+    /// Nothing was changed.
+    #[error(
+        "no auditlake lake at {root}: none of its tables ({tables}) exists; check --lake (or AUDITLAKE_LAKE)"
+    )]
+    NoLake { root: String, tables: String },
+
     /// The lake (schemas crate): open, load, append.
     #[error(transparent)]
     Lake(#[from] auditlake_schemas::Error),

@@ -74,6 +74,12 @@ pub struct EvidenceRecord {
     pub kind: String,
     /// The operation's time (`--now`), RFC 3339.
     pub run_at: String,
+    /// The wall-clock time the operation ran, RFC 3339 (`run_at` is the
+    /// time retention was judged at, which `--now` may set to the past).
+    /// Absent from records written before it existed, which keeps their
+    /// JSON, and so the chain's hashes, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<String>,
     /// `ok` or `failed`.
     pub outcome: String,
     /// SHA-256 of the policy file, if one was used.
@@ -100,7 +106,8 @@ impl EvidenceRecord {
         Self {
             seq: 0,
             kind: kind.to_string(),
-            run_at: now.to_rfc3339_opts(SecondsFormat::Micros, true),
+            run_at: timestamp(now),
+            recorded_at: None,
             outcome: "ok".to_string(),
             policy_sha256: None,
             subject: None,
@@ -120,6 +127,11 @@ impl EvidenceRecord {
         let sha = hex::encode(Sha256::digest(json.as_bytes()));
         Ok((json, sha))
     }
+}
+
+/// A time as evidence records write it: RFC 3339, microseconds, `Z`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Schema of `retention_evidence`.

@@ -3,7 +3,6 @@
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, TimeUnit};
-use memchr::memmem;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -110,9 +109,12 @@ impl Cols {
         })
     }
 
+    /// Whether the raw message of row `i` names `needle` as a whole token
+    /// (a quoted string or a run of id characters, as ingest and sweep match
+    /// erased users): `u12` does not match a message about `u123`.
     fn raw_mentions(&self, i: usize, needle: &str) -> bool {
         self.raw(i)
-            .is_some_and(|r| memmem::find(r, needle.as_bytes()).is_some())
+            .is_some_and(|r| auditlake_schemas::erasure::tokens(r).contains(&needle.as_bytes()))
     }
 
     /// Whether row `i` has this user (and app): by columns, or for raw
@@ -339,5 +341,37 @@ impl RowFilter for SweepFilter {
                 Some(gone && c.held_by(i, &self.holds).is_none())
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::BinaryArray;
+    use arrow::datatypes::{Field, Schema};
+
+    fn quarantine(raws: &[&[u8]]) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("raw", DataType::Binary, true)]);
+        let raw = BinaryArray::from_iter_values(raws.iter().copied());
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(raw)]).unwrap()
+    }
+
+    #[test]
+    fn raw_messages_match_whole_ids_only() {
+        let batch = quarantine(&[
+            br#"{"event_id":"e1","user_id":"u123","app_id":"app-1""#,
+            br#"{"event_id":"e2","user_id":"u12","app_id":"app-1"}"#,
+            b"broken u12,app-2",
+        ]);
+        let c = Cols::of(tables::QUARANTINE, &batch).unwrap();
+        assert!(c.raw_only);
+        // A prefix of another user's id is not that user.
+        assert!(!c.is_users(0, "u12", None));
+        assert!(c.is_users(0, "u123", Some("app-1")));
+        assert!(c.is_users(1, "u12", None));
+        assert!(!c.is_users(1, "u12", Some("app-2")));
+        assert!(c.is_users(2, "u12", Some("app-2")));
+        // Nor is a year inside a timestamp an id.
+        assert!(!c.is_users(0, "2026", None));
     }
 }

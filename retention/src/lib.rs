@@ -87,6 +87,23 @@ pub(crate) fn pause_point(step: &str) {
     }
 }
 
+/// Fails with [`Error::NoLake`] unless the lake root holds at least one of
+/// auditlake's tables: run against a mistyped `--lake`, a sweep, erasure or
+/// verification would otherwise pass over nothing, create a tombstone and an
+/// evidence chain there, and report success.
+pub(crate) async fn require_lake(lake: &auditlake_schemas::Lake) -> Result<()> {
+    let tables = auditlake_schemas::tables::TABLES;
+    for t in tables {
+        if lake.table_exists(t).await? {
+            return Ok(());
+        }
+    }
+    Err(Error::NoLake {
+        root: lake.root().to_string(),
+        tables: tables.join(", "),
+    })
+}
+
 /// Attempts of one table's step before a conflict is reported.
 pub const STEP_ATTEMPTS: u32 = 8;
 

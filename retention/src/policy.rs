@@ -51,6 +51,10 @@ use crate::cluster::ClusterOptions;
 use crate::{Error, Result};
 use auditlake_schemas::tables;
 
+/// Longest obligation deadline a policy takes (longer ones overflow the
+/// time arithmetic of the obligation rules, and mean "never" anyway).
+pub const MAX_DEADLINE_DAYS: i64 = 3660;
+
 /// Obligation reasons and their default deadlines (SPEC section 4), in hours.
 pub const DEFAULT_DEADLINES_HOURS: [(&str, i64); 5] = [
     ("unsubscribe", 24),
@@ -191,9 +195,41 @@ impl Policy {
                 ));
             }
             let keep = duration(&rule.keep).map_err(|m| at(rule.keep.span(), m))?;
+            if keep.is_zero() {
+                return Err(at(
+                    rule.keep.span(),
+                    format!(
+                        "keep must be positive (a keep of 0 would delete all of `{n}` but today's \
+                         partition); leave the table out to keep it forever"
+                    ),
+                ));
+            }
             let (line, _) = line_col(text, name.span().start);
-            tables_out.insert(n.to_string(), TableRule { keep, line });
+            tables_out.insert(n.to_string(), (TableRule { keep, line }, rule.keep.span()));
         }
+        // Detection judges each kept access by the grants and app declarations
+        // before it: swept sooner than the accesses, they would turn every
+        // older access into a `scope_not_granted` / `undeclared_scope` finding.
+        let access_keep = tables_out.get(tables::API_ACCESS).map(|(r, _)| r.keep);
+        for state in [tables::GRANTS, tables::APPS] {
+            let Some((rule, span)) = tables_out.get(state) else {
+                continue;
+            };
+            if access_keep.is_none_or(|a| rule.keep < a) {
+                return Err(at(
+                    span.clone(),
+                    format!(
+                        "`{state}` would be kept for less time than `{api}` ({}): detection \
+                         judges a kept access by the {state} before it, so older accesses would \
+                         all become findings; keep `{state}` at least as long as `{api}`",
+                        access_keep.map_or("forever".to_string(), |a| format!("{}d", a.num_days())),
+                        api = tables::API_ACCESS,
+                    ),
+                ));
+            }
+        }
+        let tables_out: BTreeMap<String, TableRule> =
+            tables_out.into_iter().map(|(n, (r, _))| (n, r)).collect();
 
         let mut deadlines: BTreeMap<String, TimeDelta> = DEFAULT_DEADLINES_HOURS
             .iter()
@@ -214,6 +250,12 @@ impl Policy {
             let d = duration(&value).map_err(|m| at(value.span(), m))?;
             if d.is_zero() {
                 return Err(at(value.span(), "a deadline must be positive".into()));
+            }
+            if d > TimeDelta::days(MAX_DEADLINE_DAYS) {
+                return Err(at(
+                    value.span(),
+                    format!("a deadline must be at most {MAX_DEADLINE_DAYS} days (ten years)"),
+                ));
             }
             deadlines.insert(r.to_string(), d);
         }
@@ -592,6 +634,32 @@ user = "u-1"
         assert!(p.tables.is_empty());
         assert_eq!(p.deadlines.len(), 5);
         assert_eq!(p.allowed_regions, vec!["CN"]);
+    }
+
+    #[test]
+    fn zero_keeps_and_state_tables_kept_shorter_than_accesses_are_refused() {
+        let (line, msg) = err("[tables.quarantine]\nkeep = \"0d\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("positive"), "{msg}");
+        // Grants kept shorter than the accesses they authorise.
+        let (line, msg) =
+            err("[tables.api_access]\nkeep = \"400d\"\n[tables.grants]\nkeep = \"3d\"\n");
+        assert_eq!(line, 4);
+        assert!(
+            msg.contains("at least as long") && msg.contains("400d"),
+            "{msg}"
+        );
+        // Accesses kept forever: any keep of the app registry is too short.
+        let (line, msg) = err("[tables.apps]\nkeep = \"3y\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("forever"), "{msg}");
+        // As long, or longer: fine.
+        Policy::parse(
+            "[tables.api_access]\nkeep = \"30d\"\n[tables.grants]\nkeep = \"30d\"\n\
+             [tables.apps]\nkeep = \"1y\"\n",
+            "p.toml",
+        )
+        .unwrap();
     }
 
     #[test]

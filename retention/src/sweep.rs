@@ -79,6 +79,8 @@ pub struct SweepReport {
     pub verify: Option<VerifyReport>,
     /// The evidence record's sequence number.
     pub evidence_seq: Option<i64>,
+    /// The evidence record's SHA-256 (see [`VerifyReport::evidence_sha256`]).
+    pub evidence_sha256: Option<String>,
     /// Seconds taken.
     pub seconds: f64,
 }
@@ -145,6 +147,7 @@ impl Sweep {
     pub async fn execute(self) -> Result<SweepReport> {
         let started = Instant::now();
         let lake = &self.lake;
+        crate::require_lake(lake).await?;
         let erased: Arc<ErasedUsers> = Arc::new(erasure::load_erased(lake).await?);
         let mut report = SweepReport {
             dry_run: self.dry_run,
@@ -177,92 +180,130 @@ impl Sweep {
                     || clusters(t)
             })
             .collect();
-        self.progress.start("sweep", tables.len() as u64);
-        for table in tables {
-            let cutoff = self.policy.cutoff_date(table, self.now);
-            let holds: Vec<_> = self.policy.holds.clone();
-            let filter = Arc::new(SweepFilter {
-                table: table.to_string(),
-                cutoff,
-                holds: holds.clone(),
-                erased: (!erased.is_empty() && USER_TABLES.contains(&table))
-                    .then(|| erased.clone()),
-                hashes: hashes.clone(),
-            });
-            let rewrite = retry(table, || async {
-                let Some(t) = lake.table(table).await? else {
-                    return Ok(RewriteMetrics::default());
-                };
-                let mut plan = Vec::new();
-                for f in files::data_files(&t, table)? {
-                    let held = holds.iter().any(|h| hold_may_cover(h, table, &f));
-                    if filter.file_expired(&f) && !held {
-                        plan.push((f, FileAction::Drop));
-                    } else if filter.file_expired(&f) || filter.erased.is_some() {
-                        plan.push((f, FileAction::Filter));
-                    }
-                }
-                rewrite::apply(
-                    table,
-                    &t,
-                    &plan,
-                    filter.clone(),
-                    &self.opts,
-                    meta.clone(),
-                    self.dry_run,
-                )
-                .await
-            })
-            .await?;
-            // Cluster old partitions (after the deletions: nothing erased or
-            // expired is copied), before the purge (which removes the
-            // unclustered originals).
-            let cluster = match &clustering {
-                Some(c) if clusters(table) => Some(
-                    cluster::cluster_table(lake, table, c, &self.opts, self.now, self.dry_run)
-                        .await?,
-                ),
-                _ => None,
-            };
-            let retired: HashMap<String, Option<String>> = rewrite
-                .retired
-                .iter()
-                .map(|f| (format!("{table}/{}", f.path), f.sha256.clone()))
-                .collect();
-            let touched = rewrite.rows_removed > 0
-                || !erased.is_empty()
-                || cluster.as_ref().is_some_and(|c| !c.versions.is_empty());
-            let opts = PurgeOptions {
-                compact_log: touched,
-                ..purge_opts.clone()
-            };
-            let purge = if self.dry_run {
-                // Files this sweep would retire are still referenced: list them too.
-                let mut p = retry(table, || purge::purge(lake, table, &retired, &opts)).await?;
-                for f in &rewrite.retired {
-                    p.deleted.push(evidence::RemovedObject {
-                        path: format!("{table}/{}", f.path),
-                        bytes: f.bytes,
-                        sha256: f.sha256.clone().unwrap_or_default(),
-                        why: "would retire".into(),
-                    });
-                }
-                p
-            } else {
-                retry(table, || purge::purge(lake, table, &retired, &opts)).await?
-            };
-            report.tables.insert(
-                table.to_string(),
-                TableSweep {
-                    keeps_from: cutoff.map(day_name),
-                    rewrite,
-                    cluster,
-                    purge,
-                },
-            );
-            self.progress.advance(1);
+        // Every table's log must load before anything is deleted: a table
+        // that cannot be read (a damaged log, a store error) stops the sweep
+        // with nothing changed, rather than after other tables were swept.
+        for t in &tables {
+            lake.table(t).await?;
         }
+        self.progress.start("sweep", tables.len() as u64);
+        let swept: Result<()> = async {
+            for table in tables {
+                let cutoff = self.policy.cutoff_date(table, self.now);
+                let holds: Vec<_> = self.policy.holds.clone();
+                let filter = Arc::new(SweepFilter {
+                    table: table.to_string(),
+                    cutoff,
+                    holds: holds.clone(),
+                    erased: (!erased.is_empty() && USER_TABLES.contains(&table))
+                        .then(|| erased.clone()),
+                    hashes: hashes.clone(),
+                });
+                let rewrite = retry(table, || async {
+                    let Some(t) = lake.table(table).await? else {
+                        return Ok(RewriteMetrics::default());
+                    };
+                    let mut plan = Vec::new();
+                    for f in files::data_files(&t, table)? {
+                        let held = holds.iter().any(|h| hold_may_cover(h, table, &f));
+                        if filter.file_expired(&f) && !held {
+                            plan.push((f, FileAction::Drop));
+                        } else if filter.file_expired(&f) || filter.erased.is_some() {
+                            plan.push((f, FileAction::Filter));
+                        }
+                    }
+                    rewrite::apply(
+                        table,
+                        &t,
+                        &plan,
+                        filter.clone(),
+                        &self.opts,
+                        meta.clone(),
+                        self.dry_run,
+                    )
+                    .await
+                })
+                .await?;
+                // Cluster old partitions (after the deletions: nothing erased or
+                // expired is copied), before the purge (which removes the
+                // unclustered originals).
+                let cluster = match &clustering {
+                    Some(c) if clusters(table) => Some(
+                        cluster::cluster_table(lake, table, c, &self.opts, self.now, self.dry_run)
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                let retired: HashMap<String, Option<String>> = rewrite
+                    .retired
+                    .iter()
+                    .map(|f| (format!("{table}/{}", f.path), f.sha256.clone()))
+                    .collect();
+                let touched = rewrite.rows_removed > 0
+                    || !erased.is_empty()
+                    || cluster.as_ref().is_some_and(|c| !c.versions.is_empty());
+                let opts = PurgeOptions {
+                    compact_log: touched,
+                    ..purge_opts.clone()
+                };
+                let purge = if self.dry_run {
+                    // Files this sweep would retire are still referenced: list them too.
+                    let mut p = retry(table, || purge::purge(lake, table, &retired, &opts)).await?;
+                    for f in &rewrite.retired {
+                        p.deleted.push(evidence::RemovedObject {
+                            path: format!("{table}/{}", f.path),
+                            bytes: f.bytes,
+                            sha256: f.sha256.clone().unwrap_or_default(),
+                            why: "would retire".into(),
+                        });
+                    }
+                    p
+                } else {
+                    retry(table, || purge::purge(lake, table, &retired, &opts)).await?
+                };
+                report.tables.insert(
+                    table.to_string(),
+                    TableSweep {
+                        keeps_from: cutoff.map(day_name),
+                        rewrite,
+                        cluster,
+                        purge,
+                    },
+                );
+                self.progress.advance(1);
+            }
+            Ok(())
+        }
+        .await;
         self.progress.finish();
+        if let Err(e) = swept {
+            if !self.dry_run && !report.tables.is_empty() {
+                // Tables swept before the failure lost data: record it.
+                let mut rec = EvidenceRecord::new("sweep", self.now);
+                rec.recorded_at = self.wall_now.map(evidence::timestamp);
+                rec.outcome = "incomplete".into();
+                rec.policy_sha256 = Some(self.policy.sha256.clone());
+                record_removals(&report, &mut rec);
+                rec.metrics = serde_json::json!({
+                    "error": e.to_string(),
+                    "tables_swept": report.tables.keys().collect::<Vec<_>>(),
+                    "seconds": started.elapsed().as_secs_f64(),
+                });
+                match evidence::append(lake, rec).await {
+                    Ok((seq, _)) => tracing::warn!(
+                        seq,
+                        error = %e,
+                        "sweep stopped partway; evidence record {seq} lists what it deleted"
+                    ),
+                    Err(ev) => tracing::error!(
+                        error = %e,
+                        evidence_error = %ev,
+                        "sweep stopped partway and its evidence could not be written"
+                    ),
+                }
+            }
+            return Err(e);
+        }
         if !self.dry_run {
             let mut purges: BTreeMap<String, PurgeMetrics> = report
                 .tables
@@ -290,6 +331,7 @@ impl Sweep {
             .await?;
 
         let mut rec = EvidenceRecord::new("sweep", self.now);
+        rec.recorded_at = self.wall_now.map(evidence::timestamp);
         rec.outcome = if verify.passed() { "ok" } else { "failed" }.into();
         rec.policy_sha256 = Some(self.policy.sha256.clone());
         for (t, ts) in &report.tables {
@@ -307,18 +349,7 @@ impl Sweep {
             rec.predicates
                 .push(format!("except rows under {}", h.describe()));
         }
-        for (t, ts) in &report.tables {
-            if ts.rewrite.rows_removed > 0 {
-                rec.rows_removed.insert(t.clone(), ts.rewrite.rows_removed);
-            }
-            for o in &ts.purge.deleted {
-                let mut o = o.clone();
-                if o.why == "retired" {
-                    o.why = "swept".into();
-                }
-                rec.objects_removed.push(o);
-            }
-        }
+        record_removals(&report, &mut rec);
         rec.checks = verify.checks.clone();
         rec.metrics = serde_json::json!({
             "tables": report.tables.iter().map(|(t, ts)| (t.clone(), serde_json::json!({
@@ -331,10 +362,40 @@ impl Sweep {
             }))).collect::<BTreeMap<_, _>>(),
             "seconds": started.elapsed().as_secs_f64(),
         });
-        let (seq, _) = evidence::append(lake, rec).await?;
+        let (seq, sha) = evidence::append(lake, rec).await?;
         report.evidence_seq = Some(seq);
+        report.evidence_sha256 = Some(sha);
         report.verify = Some(verify);
         report.seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            tables = report.tables.len(),
+            rows_removed = report.rows_removed(),
+            objects_removed = report
+                .tables
+                .values()
+                .map(|t| t.purge.deleted.len())
+                .sum::<usize>(),
+            passed = report.passed(),
+            evidence_seq = seq,
+            seconds = report.seconds,
+            "sweep finished"
+        );
         Ok(report)
+    }
+}
+
+/// The rows and objects `report` removed, into `rec`.
+fn record_removals(report: &SweepReport, rec: &mut EvidenceRecord) {
+    for (t, ts) in &report.tables {
+        if ts.rewrite.rows_removed > 0 {
+            rec.rows_removed.insert(t.clone(), ts.rewrite.rows_removed);
+        }
+        for o in &ts.purge.deleted {
+            let mut o = o.clone();
+            if o.why == "retired" {
+                o.why = "swept".into();
+            }
+            rec.objects_removed.push(o);
+        }
     }
 }

@@ -57,6 +57,8 @@ pub struct Verify {
     progress: Arc<dyn Progress>,
     holds: Vec<crate::policy::Hold>,
     log_barrier: Option<tokio::sync::watch::Receiver<bool>>,
+    wall_now: Option<DateTime<Utc>>,
+    anchor: Option<(i64, String)>,
 }
 
 /// The result: every check, and how much was read.
@@ -80,6 +82,9 @@ pub struct VerifyReport {
     pub seconds: f64,
     /// Sequence number of the evidence record written, if any.
     pub evidence_seq: Option<i64>,
+    /// Its SHA-256: with the sequence number, an anchor to keep outside the
+    /// lake and give a later verify (`--evidence-anchor SEQ:SHA256`).
+    pub evidence_sha256: Option<String>,
 }
 
 impl VerifyReport {
@@ -112,7 +117,25 @@ impl Verify {
             progress: Arc::new(NoProgress),
             holds: Vec::new(),
             log_barrier: None,
+            wall_now: None,
+            anchor: None,
         }
+    }
+
+    /// An evidence record kept outside the lake (its sequence number and
+    /// SHA-256, as an earlier run printed them): the chain must still hold it
+    /// unchanged. The chain alone cannot show that its newest records were
+    /// cut off together with their log entries; the anchor can.
+    pub fn with_evidence_anchor(mut self, seq: i64, sha256: String) -> Self {
+        self.anchor = Some((seq, sha256.to_ascii_lowercase()));
+        self
+    }
+
+    /// The wall-clock time the evidence record gives as `recorded_at`
+    /// (`now` may be set to the past; the CLI passes the real time).
+    pub fn with_wall_clock(mut self, wall_now: DateTime<Utc>) -> Self {
+        self.wall_now = Some(wall_now);
+        self
     }
 
     /// Legal holds whose rows of erased users are not failures (the erasure
@@ -184,6 +207,7 @@ impl Verify {
             return Err(Error::Usage("--app needs --user".into()));
         }
         let lake = &self.lake;
+        crate::require_lake(lake).await?;
         let store = lake.object_store()?;
         let listing: Vec<deltalake::ObjectMeta> = store.list(None).try_collect().await?;
 
@@ -460,11 +484,27 @@ impl Verify {
             bytes_read = report.bytes_read,
             "scanned objects"
         );
-        let chain = evidence::check_chain(&records, txn);
+        let mut chain = evidence::check_chain(&records, txn);
+        if let Some((seq, sha)) = &self.anchor {
+            match records.iter().find(|r| r.seq == *seq) {
+                None => chain.push(format!(
+                    "the anchor record {seq} is not in the chain ({} records): records were cut off",
+                    records.len()
+                )),
+                Some(r) if &r.sha256 != sha => chain.push(format!(
+                    "record {seq} hashes to {}, not the anchor's {sha}: the chain was rewritten",
+                    r.sha256
+                )),
+                Some(_) => {}
+            }
+        }
         report.checks.push(Check {
             name: "evidence_chain".into(),
             passed: chain.is_empty(),
-            detail: format!("{} evidence records", records.len()),
+            detail: match &self.anchor {
+                Some((seq, _)) => format!("{} evidence records, anchor {seq}", records.len()),
+                None => format!("{} evidence records", records.len()),
+            },
             failures: chain
                 .into_iter()
                 .map(|f| format!("{}: {f}", evidence::EVIDENCE))
@@ -475,6 +515,7 @@ impl Verify {
 
         if self.record {
             let mut rec = EvidenceRecord::new("verify", self.now);
+            rec.recorded_at = self.wall_now.map(crate::evidence::timestamp);
             rec.outcome = if report.passed() { "ok" } else { "failed" }.into();
             rec.policy_sha256 = self.policy.as_ref().map(|p| p.sha256.clone());
             if let Some(u) = &self.user {
@@ -489,9 +530,19 @@ impl Verify {
                 "unreferenced": report.unreferenced.len(),
                 "seconds": report.seconds,
             });
-            let (seq, _) = evidence::append(lake, rec).await?;
+            let (seq, sha) = evidence::append(lake, rec).await?;
             report.evidence_seq = Some(seq);
+            report.evidence_sha256 = Some(sha);
         }
+        tracing::info!(
+            objects = report.objects,
+            bytes = report.bytes,
+            checks_failed = report.checks.iter().filter(|c| !c.passed).count(),
+            passed = report.passed(),
+            evidence_seq = report.evidence_seq,
+            seconds = report.seconds,
+            "verify finished"
+        );
         Ok(report)
     }
 }
@@ -658,7 +709,18 @@ impl Ctx {
                         format!("{} row(s) of erased users", rows.unheld),
                     ));
                 }
-                out.held_rows += rows.held;
+                // The held rows of a plaintext `--user` who is also erased
+                // were counted above already: they are among these.
+                let user_counted = self
+                    .user
+                    .as_deref()
+                    .zip(erased.key())
+                    .is_some_and(|(u, k)| erased.names_hash(&k.hash(u)));
+                if user_counted {
+                    out.held_rows = out.held_rows.max(rows.held);
+                } else {
+                    out.held_rows += rows.held;
+                }
                 out.held_users.extend(rows.held_users);
             } else if !data_file && let Some(mut needles) = HashedNeedles::new(erased, hashes) {
                 let place = if parquet {

@@ -37,10 +37,15 @@ pub enum Source<'a> {
 }
 
 impl Source<'_> {
-    /// The quarantine dedupe key of a message from this source.
-    pub fn source_id(&self, topic: Topic) -> String {
+    /// The quarantine dedupe key of a message from this source, read from
+    /// the Kafka topic `kafka_topic` (the topic's own name by default): a
+    /// record's coordinates are only unique within its Kafka topic.
+    pub fn source_id(&self, topic: Topic, kafka_topic: Option<&str>) -> String {
         match self {
-            Source::Kafka { partition, offset } => format!("kafka:{topic}:{partition}:{offset}"),
+            Source::Kafka { partition, offset } => {
+                let name = kafka_topic.unwrap_or(topic.name());
+                format!("kafka:{name}:{partition}:{offset}")
+            }
             Source::File { path, line } => format!("file:{topic}:{path}:{line}"),
         }
     }
@@ -95,7 +100,7 @@ impl Decoded {
                     path: files.value(r),
                     line,
                 };
-                new_ids.append_value(source.source_id(topic));
+                new_ids.append_value(source.source_id(topic, None));
                 new_lines.append_value(line as i64);
             } else {
                 new_ids.append_value(ids.value(r));
@@ -124,6 +129,8 @@ impl Decoded {
 /// ```
 pub struct Decoder {
     topic: Topic,
+    /// The Kafka topic read, when not named after `topic`.
+    kafka_topic: Option<String>,
     rows: Box<dyn TopicRows + Send>,
     quarantine: QuarantineBuilder,
 }
@@ -149,9 +156,19 @@ impl Decoder {
         };
         Self {
             topic,
+            kafka_topic: None,
             rows,
             quarantine: QuarantineBuilder::default(),
         }
+    }
+
+    /// Messages come from the Kafka topic `name`: quarantined records are
+    /// keyed by it, so records of another Kafka topic mapped to the same
+    /// topic later (at the same partition and offset) are not taken for
+    /// ones already quarantined.
+    pub fn with_kafka_topic(mut self, name: &str) -> Self {
+        self.kafka_topic = (name != self.topic.name()).then(|| name.to_string());
+        self
     }
 
     /// The topic this decoder decodes.
@@ -166,8 +183,13 @@ impl Decoder {
             Ok(()) => true,
             Err(fast_reason) => {
                 let reason = explain(self.topic, msg.payload).unwrap_or(fast_reason);
-                self.quarantine
-                    .append(self.topic, msg.source, msg.payload, &reason);
+                self.quarantine.append(
+                    self.topic,
+                    self.kafka_topic.as_deref(),
+                    msg.source,
+                    msg.payload,
+                    &reason,
+                );
                 false
             }
         }
@@ -891,8 +913,16 @@ builders!(QuarantineBuilder {
 });
 
 impl QuarantineBuilder {
-    fn append(&mut self, topic: Topic, source: Source<'_>, raw: &[u8], reason: &str) {
-        self.source_id.append_value(source.source_id(topic));
+    fn append(
+        &mut self,
+        topic: Topic,
+        kafka_topic: Option<&str>,
+        source: Source<'_>,
+        raw: &[u8],
+        reason: &str,
+    ) {
+        self.source_id
+            .append_value(source.source_id(topic, kafka_topic));
         self.topic.append_value(topic.name());
         match source {
             Source::Kafka { partition, offset } => {
@@ -974,6 +1004,33 @@ mod tests {
 
     /// Shifting a chunk's line numbers moves the file lines and their
     /// source ids, and leaves Kafka messages as they were.
+    #[test]
+    fn quarantine_keys_name_the_kafka_topic_read() {
+        use arrow::array::AsArray;
+        let key = |d: Decoder| {
+            let mut d = d;
+            d.push(RawMessage {
+                payload: b"{not json",
+                source: Source::Kafka {
+                    partition: 0,
+                    offset: 5,
+                },
+            });
+            let q = d.finish(0).unwrap().quarantine;
+            let ids = q.column_by_name("source_id").unwrap().as_string::<i32>();
+            ids.value(0).to_string()
+        };
+        assert_eq!(key(Decoder::new(Topic::ApiAccess)), "kafka:api-access:0:5");
+        assert_eq!(
+            key(Decoder::new(Topic::ApiAccess).with_kafka_topic("api-access")),
+            "kafka:api-access:0:5"
+        );
+        assert_eq!(
+            key(Decoder::new(Topic::ApiAccess).with_kafka_topic("gateway.v2")),
+            "kafka:gateway.v2:0:5"
+        );
+    }
+
     #[test]
     fn shift_file_lines_moves_file_lines_only() {
         use arrow::datatypes::Int64Type;

@@ -43,6 +43,16 @@ pub enum Error {
         ours: i64,
     },
 
+    /// Another writer committed to the table after the version this write was
+    /// based on ([`crate::Lake::append_on`]); nothing was committed. The
+    /// writer catches up on what was added and writes again.
+    #[error("table `{table}` moved from version {base:?} to {now:?} under this writer")]
+    Moved {
+        table: String,
+        base: Option<i64>,
+        now: Option<i64>,
+    },
+
     /// Building Arrow data failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

@@ -363,8 +363,69 @@ impl Lake {
         txns: Vec<TxnUpdate>,
         opts: &WriteOptions,
     ) -> Result<AppendOutcome> {
-        self.write(table, batches, txns, SaveMode::Append, opts)
+        self.write(table, batches, txns, SaveMode::Append, opts, None)
             .await
+    }
+
+    /// [`append`](Self::append), committed only on top of version `base` of
+    /// the table (`None`: the table does not exist yet): if any other commit
+    /// landed since, nothing is committed and the error is [`Error::Moved`]
+    /// naming the version now. A writer whose dedupe reflects the table at
+    /// `base` thus never commits rows another writer stored meanwhile: it
+    /// reads what was added ([`Lake::added_files`]), drops its rows already
+    /// there and appends again on the new version.
+    pub async fn append_on(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        txns: Vec<TxnUpdate>,
+        opts: &WriteOptions,
+        base: Option<i64>,
+    ) -> Result<AppendOutcome> {
+        self.write(table, batches, txns, SaveMode::Append, opts, Some(base))
+            .await
+    }
+
+    /// The data files added to `table` by the commits after version `from`
+    /// (`None`: from the first) up to and including `to`, with their `date`
+    /// partition (days since the epoch), read from the commits' JSON; `None`
+    /// when a commit in the range is gone (retention removes log files older
+    /// than a checkpoint), so the caller must read the table instead.
+    pub async fn added_files(
+        &self,
+        table: &str,
+        from: Option<i64>,
+        to: i64,
+    ) -> Result<Option<Vec<(String, Option<i32>)>>> {
+        let store = self.object_store()?;
+        let mut out = Vec::new();
+        for v in from.map_or(0, |f| f + 1)..=to {
+            let path = object_store::path::Path::from(format!("{table}/_delta_log/{v:020}.json"));
+            let bytes = match store.get(&path).await {
+                Ok(r) => r.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+                    Error::Internal(format!("{path}: a commit line is not JSON: {e}"))
+                })?;
+                let Some(add) = action.get("add") else {
+                    continue;
+                };
+                let Some(file) = add.get("path").and_then(|p| p.as_str()) else {
+                    continue;
+                };
+                let file = percent_decode(file);
+                let date = add
+                    .get("partitionValues")
+                    .and_then(|p| p.get(PARTITION_COLUMN))
+                    .and_then(|d| d.as_str())
+                    .and_then(crate::time::parse_date_days);
+                out.push((format!("{table}/{file}"), date));
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Replaces the whole content of `table` in one commit (readers see the old
@@ -375,7 +436,7 @@ impl Lake {
         batches: Vec<RecordBatch>,
         opts: &WriteOptions,
     ) -> Result<AppendOutcome> {
-        self.write(table, batches, Vec::new(), SaveMode::Overwrite, opts)
+        self.write(table, batches, Vec::new(), SaveMode::Overwrite, opts, None)
             .await
     }
 
@@ -386,6 +447,7 @@ impl Lake {
         txns: Vec<TxnUpdate>,
         mode: SaveMode,
         opts: &WriteOptions,
+        mut expect: Option<Option<i64>>,
     ) -> Result<AppendOutcome> {
         let props = opts.writer_properties()?;
         let mut attempt = 0u32;
@@ -438,6 +500,19 @@ impl Lake {
                     }
                 }
             }
+            let version = current.version().map(|v| v as i64);
+            if let Some(base) = expect
+                && version != base
+            {
+                if let Some(adds) = &own_files {
+                    discard_unreferenced(&current, adds).await;
+                }
+                return Err(Error::Moved {
+                    table: table.to_string(),
+                    base,
+                    now: version,
+                });
+            }
             let own_path = sorted_append && own_files.is_none();
             if own_path && current.version().is_none() {
                 // A new table is created empty first (the protocol and
@@ -449,7 +524,14 @@ impl Lake {
                     .create_empty(table, &current, &batches[0].schema())
                     .await
                 {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        // Created here (or by a racing writer): based on the
+                        // empty table, unless a commit lands on it first.
+                        if expect == Some(None) {
+                            expect = Some(Some(0));
+                        }
+                        continue;
+                    }
                     Err(e) if e.is_retryable() && attempt < opts.commit_attempts => {
                         let backoff = Duration::from_millis(50 * 2u64.pow(attempt.min(7)));
                         tracing::warn!(table, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "creating the table failed, retrying");
@@ -466,8 +548,14 @@ impl Lake {
                 );
             }
             if let Some(adds) = &own_files {
-                match commit_files(table, &current, adds, &txns).await {
+                match commit_files(table, &current, adds, &txns, expect.is_some()).await {
                     Ok(outcome) => return Ok(outcome),
+                    // A commit on a fixed base failed: reloaded, the table has
+                    // either moved (Moved above) or the failure was transient.
+                    Err(e) if expect.is_some() && attempt < opts.commit_attempts => {
+                        tracing::debug!(table, attempt, error = %e, "commit on a fixed base failed, reloading");
+                        continue;
+                    }
                     Err(e) if e.is_retryable() && attempt < opts.commit_attempts => {
                         let backoff = Duration::from_millis(50 * 2u64.pow(attempt.min(7)));
                         tracing::warn!(table, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "commit failed, retrying");
@@ -488,6 +576,11 @@ impl Lake {
                 (0, 0)
             };
             let mut commit = CommitProperties::default();
+            if expect.is_some() {
+                // No rebase onto commits made meanwhile: the dedupe this
+                // write relies on reflects the base version only.
+                commit = commit.with_max_retries(0);
+            }
             if !txns.is_empty() {
                 commit = commit.with_application_transactions(
                     txns.iter()
@@ -517,6 +610,9 @@ impl Lake {
                         files,
                         bytes,
                     });
+                }
+                Err(e) if expect.is_some() && attempt < opts.commit_attempts => {
+                    tracing::debug!(table, attempt, error = %e, "commit on a fixed base failed, reloading");
                 }
                 Err(e) if delta_error_is_retryable(&e) && attempt < opts.commit_attempts => {
                     let backoff = Duration::from_millis(50 * 2u64.pow(attempt.min(7)));
@@ -665,6 +761,7 @@ async fn commit_files(
     current: &DeltaTable,
     adds: &[Add],
     txns: &[TxnUpdate],
+    strict: bool,
 ) -> Result<AppendOutcome> {
     let snapshot = current
         .snapshot()
@@ -674,8 +771,12 @@ async fn commit_files(
         txns.iter()
             .map(|t| Action::Txn(Transaction::new(&t.app_id, t.to))),
     );
-    let done = CommitBuilder::default()
-        .with_actions(actions)
+    let mut builder = CommitBuilder::default().with_actions(actions);
+    if strict {
+        // Fails if the table moved past `current` instead of rebasing.
+        builder = builder.with_max_retries(0);
+    }
+    let done = builder
         .build(
             Some(snapshot),
             current.log_store(),
@@ -785,8 +886,43 @@ pub fn table_size(table: &DeltaTable) -> (usize, u64) {
     }
 }
 
+/// A Delta log path with its `%XX` escapes decoded (delta-rs escapes
+/// characters such as spaces and `%` in the paths it writes).
+fn percent_decode(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_string();
+    }
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(Ok(v)) = path.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_paths_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("date=2026-11-20/a.parquet"),
+            "date=2026-11-20/a.parquet"
+        );
+        assert_eq!(percent_decode("a%20b%25c.parquet"), "a b%c.parquet");
+        // A stray `%` stays as written.
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%e4"), "%zz\u{fffd}");
+    }
+
     use super::*;
     use crate::Topic;
 

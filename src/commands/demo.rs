@@ -55,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let brokers = cluster.bootstrap_servers();
 
     step(
-        "2/3",
+        "2/5",
         &format!(
             "generating {} access events into Kafka while `ingest` consumes them",
             args.events

@@ -81,17 +81,31 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// Longest deadline `--deadline` takes: ten years, in hours (longer ones
+/// would overflow the time arithmetic and mean "never" anyway).
+const MAX_DEADLINE_HOURS: i64 = 10 * 366 * 24;
+
 fn parse_deadline(s: &str) -> Result<(String, i64), String> {
     let (reason, hours) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected REASON=HOURS, e.g. user_request=48"))?;
+    let reason = reason.trim();
+    let known = auditlake_retention::policy::DEFAULT_DEADLINES_HOURS.map(|(r, _)| r);
+    if !known.contains(&reason) {
+        return Err(format!(
+            "{s:?}: unknown obligation reason {reason:?}; expected one of: {}",
+            known.join(", ")
+        ));
+    }
     let hours: i64 = hours
         .trim()
         .parse()
         .ok()
-        .filter(|h| *h >= 0)
-        .ok_or_else(|| format!("{s:?}: hours must be a whole number >= 0"))?;
-    Ok((reason.trim().to_string(), hours))
+        .filter(|h| (1..=MAX_DEADLINE_HOURS).contains(h))
+        .ok_or_else(|| {
+            format!("{s:?}: hours must be a whole number from 1 to {MAX_DEADLINE_HOURS}")
+        })?;
+    Ok((reason.to_string(), hours))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -104,10 +118,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tables::APPS,
         tables::DELETIONS,
     ];
-    if lake.existing_tables(&inputs).await?.is_empty() {
+    let present = lake.existing_tables(&inputs).await?;
+    if present.is_empty() {
         anyhow::bail!(
             "lake {lake} holds none of the tables {}; ingest something first (auditlake ingest --help)",
             inputs.join(", ")
+        );
+    }
+    // Accesses judged against no grants or no app declarations would all be
+    // findings (scope_not_granted, undeclared_scope, ...): refuse rather than
+    // replace `findings` with that.
+    let missing: Vec<&str> = [tables::GRANTS, tables::APPS]
+        .into_iter()
+        .filter(|t| !present.contains(t))
+        .collect();
+    if present.contains(&tables::API_ACCESS) && !missing.is_empty() {
+        anyhow::bail!(
+            "lake {lake} holds api_access but no {} table: every access would be judged against \
+             no {}, and flagged; ingest the {} topic(s) first (auditlake ingest --input TOPIC=FILE \
+             or --brokers)",
+            missing.join(" or "),
+            missing
+                .iter()
+                .map(|t| if *t == tables::GRANTS {
+                    "grants"
+                } else {
+                    "app declarations"
+                })
+                .collect::<Vec<_>>()
+                .join(" and "),
+            missing.join(", ")
         );
     }
     let mut policy = ObligationPolicy::default();
@@ -126,13 +166,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(r, h)| (r.clone(), chrono::Duration::hours(*h))),
     );
-    let regions = args.allowed_regions.clone().unwrap_or(regions);
+    let regions = match args.allowed_regions.clone() {
+        // Region codes as the gateway writes them: ISO 3166-1 alpha-2, upper case.
+        Some(given) => given
+            .iter()
+            .map(|r| {
+                let code = r.trim().to_ascii_uppercase();
+                if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+                    Ok(code)
+                } else {
+                    Err(anyhow::anyhow!(
+                        "--allowed-regions: {r:?} is not an ISO 3166-1 alpha-2 region (e.g. CN)"
+                    ))
+                }
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => regions,
+    };
     let mut detect = Detect::new(lake.clone())
         .with_now(now)
         .with_rules_only(args.rules_only.clone())
         .with_since(args.since)
         .with_policy(policy)
-        .with_allowed_regions(regions.iter().map(|r| r.trim().to_string()))
+        .with_allowed_regions(regions.iter().cloned())
         .with_write(!args.dry_run)
         .with_materialize_budget(if args.no_materialize {
             0

@@ -7,9 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use auditlake::r#gen::{self, GenArgs, GenReport, GenSink, Topic};
 use clap::Args as ClapArgs;
-use rdkafka::ClientConfig;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
 
 /// Generate synthetic platform traffic with planted violations.
 #[derive(Debug, ClapArgs)]
@@ -25,6 +29,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.rate > 0 && args.brokers.is_none() {
+        anyhow::bail!(
+            "--rate paces producing into Kafka; it needs --brokers (files are written at full speed)"
+        );
+    }
     let started = Instant::now();
     let report = match args.brokers.clone() {
         Some(brokers) => {
@@ -68,9 +77,31 @@ pub fn produce(args: &GenArgs, brokers: &str, rate: u64) -> anyhow::Result<GenRe
     Ok(report)
 }
 
+/// Counts messages the broker did not take (a missing topic, a refused
+/// write), keeping the first failure to name it.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first.lock().expect("delivery lock");
+            first.get_or_insert_with(|| format!("topic {}: {e}", msg.topic()));
+        }
+    }
+}
+
 /// A [`GenSink`] producing each line as one Kafka message keyed by app_id.
 pub struct KafkaSink {
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
     rate: u64,
     sent: u64,
     started: Instant,
@@ -79,13 +110,13 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// An idempotent producer to `brokers`, at most `rate` messages/s (0: unlimited).
     pub fn new(brokers: &str, rate: u64) -> anyhow::Result<Self> {
-        let producer: BaseProducer = ClientConfig::new()
+        let producer: BaseProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "10")
             .set("queue.buffering.max.messages", "200000")
             .set("compression.type", "lz4")
-            .create()
+            .create_with_context(Deliveries::default())
             .with_context(|| format!("creating a Kafka producer for {brokers}"))?;
         Ok(Self {
             producer,
@@ -95,11 +126,21 @@ impl KafkaSink {
         })
     }
 
-    /// Waits until every message is acknowledged.
+    /// Waits until every message is acknowledged; an error if any was not.
     pub fn finish(self) -> anyhow::Result<()> {
         self.producer
             .flush(Duration::from_secs(60))
             .context("flushing produced messages")?;
+        let deliveries = self.producer.context();
+        let failed = deliveries.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = deliveries.first.lock().expect("delivery lock").clone();
+            anyhow::bail!(
+                "{failed} of {} messages were not delivered (first: {}); does every topic exist?",
+                self.sent,
+                first.unwrap_or_default()
+            );
+        }
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //! physical erasure of a user, and verification with evidence.
 //!
 //! Exit codes: 0 success; 2 a verification check failed (the report names
-//! each failing object); 1 any other error.
+//! each failing object); 64 a command line that does not parse; 1 any other
+//! error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,6 +131,28 @@ struct VerifyArgs {
     /// Do not append an evidence record.
     #[arg(long)]
     no_evidence: bool,
+    /// An evidence record an earlier run printed, kept outside the lake
+    /// (SEQ:SHA256): the chain must still hold it unchanged, which shows
+    /// newest records cut off together with their log entries.
+    #[arg(long, value_name = "SEQ:SHA256", value_parser = parse_anchor, env = "AUDITLAKE_EVIDENCE_ANCHOR")]
+    evidence_anchor: Option<(i64, String)>,
+}
+
+fn parse_anchor(s: &str) -> Result<(i64, String), String> {
+    let (seq, sha) = s.split_once(':').ok_or_else(|| {
+        format!("{s:?}: expected SEQ:SHA256, as `evidence record` lines print it")
+    })?;
+    let seq: i64 = seq
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| format!("{s:?}: SEQ must be a record number (0, 1, ...)"))?;
+    let sha = sha.trim();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{s:?}: SHA256 must be 64 hex digits"));
+    }
+    Ok((seq, sha.to_ascii_lowercase()))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -248,9 +271,7 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         if let Some(v) = &report.verify {
             print_verify(v);
         }
-        if let Some(seq) = report.evidence_seq {
-            outln!("evidence record {seq}");
-        }
+        print_evidence(report.evidence_seq, report.evidence_sha256.as_deref());
     }
     Ok(exit(report.passed()))
 }
@@ -314,9 +335,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
         if let Some(v) = &outcome.verify {
             print_verify(v);
         }
-        if let Some(seq) = outcome.evidence_seq {
-            outln!("evidence record {seq}");
-        }
+        print_evidence(outcome.evidence_seq, outcome.evidence_sha256.as_deref());
     }
     Ok(exit(outcome.passed()))
 }
@@ -324,8 +343,10 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let policy = a.policy.as_deref().map(load_policy).transpose()?;
     let lake = a.common.lake.open()?;
-    let now = a.common.now.unwrap_or_else(Utc::now);
+    let wall = Utc::now();
+    let now = a.common.now.unwrap_or(wall);
     let mut v = Verify::new(lake, now)
+        .with_wall_clock(wall)
         .with_evidence(!a.no_evidence)
         .with_depth(a.scan)
         .with_progress(Arc::new(Bar::default()));
@@ -335,6 +356,9 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     if let Some(app) = a.app {
         v = v.with_app(app);
     }
+    if let Some((seq, sha)) = a.evidence_anchor {
+        v = v.with_evidence_anchor(seq, sha);
+    }
     if let Some(p) = policy {
         v = v.with_policy(p);
     }
@@ -343,11 +367,16 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_verify(&report);
-        if let Some(seq) = report.evidence_seq {
-            outln!("evidence record {seq}");
-        }
+        print_evidence(report.evidence_seq, report.evidence_sha256.as_deref());
     }
     Ok(exit(report.passed()))
+}
+
+/// The evidence record written, as the anchor a later verify takes.
+fn print_evidence(seq: Option<i64>, sha256: Option<&str>) {
+    if let (Some(seq), Some(sha)) = (seq, sha256) {
+        outln!("evidence record {seq} (anchor for a later verify: --evidence-anchor {seq}:{sha})");
+    }
 }
 
 fn print_verify(v: &VerifyReport) {

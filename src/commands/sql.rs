@@ -14,6 +14,8 @@ use std::time::Instant;
 use anyhow::Context;
 use auditlake_query::Format;
 use clap::Args as ClapArgs;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use serde::Serialize;
 
 use super::LakeArgs;
@@ -115,7 +117,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut result = None;
         for _ in 0..args.repeat {
             let t = Instant::now();
-            let df = ctx.sql(sql).await.map_err(auditlake_query::Error::Query)?;
+            // Read-only: `INSERT` would append to a lake table behind ingest's
+            // dedupe, `COPY ... TO` write files anywhere (inside a table's
+            // directory too). `--output`/`--format parquet` save a result.
+            let df = ctx
+                .sql_with_options(sql, SQLOptions::new().with_allow_dml(false))
+                .await
+                .map_err(|e| match e {
+                    DataFusionError::Plan(m) if m.contains("DML not supported") => {
+                        anyhow::anyhow!(
+                            "auditlake sql is read-only ({m}); to save a result use --output FILE \
+                             with --format csv, json or parquet"
+                        )
+                    }
+                    e => auditlake_query::Error::Query(e).into(),
+                })?;
             let schema = df.schema().inner().clone();
             let batches = df.collect().await.map_err(auditlake_query::Error::Query)?;
             runs_ms.push(ms(t));

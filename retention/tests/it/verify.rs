@@ -105,3 +105,62 @@ async fn a_tampered_evidence_chain_fails_verify() {
         report.failures()
     );
 }
+
+/// Cutting the newest records off together with their commits leaves a chain
+/// that is intact on its own; an anchor kept outside the lake shows the cut.
+#[tokio::test]
+async fn an_anchor_shows_newest_records_cut_off_with_their_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    let t = now("2026-11-20T00:00:00Z");
+    Erase::new(lake.clone(), VICTIM, t).execute().await.unwrap();
+    let first = Verify::new(lake.clone(), t).execute().await.unwrap();
+    let anchor = (
+        first.evidence_seq.unwrap(),
+        first.evidence_sha256.clone().unwrap(),
+    );
+    let anchored = || {
+        Verify::new(lake.clone(), t)
+            .with_evidence(false)
+            .with_evidence_anchor(anchor.0, anchor.1.clone())
+    };
+    assert!(anchored().execute().await.unwrap().passed());
+    let wrong = Verify::new(lake.clone(), t)
+        .with_evidence(false)
+        .with_evidence_anchor(anchor.0, "0".repeat(64))
+        .execute()
+        .await
+        .unwrap();
+    assert!(!wrong.passed());
+
+    // Remove the newest commit of the evidence table (the verify's record).
+    let log = dir.path().join("lake/retention_evidence/_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    commits.sort();
+    std::fs::remove_file(commits.last().unwrap()).unwrap();
+    let plain = Verify::new(lake.clone(), t)
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(
+        plain
+            .checks
+            .iter()
+            .any(|c| c.name == "evidence_chain" && c.passed),
+        "without the anchor the shorter chain looks intact"
+    );
+    let cut = anchored().execute().await.unwrap();
+    let failures = cut.failures();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("evidence_chain:") && f.contains("cut off")),
+        "{failures:?}"
+    );
+}
