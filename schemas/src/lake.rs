@@ -421,7 +421,7 @@ impl Lake {
                     .get("partitionValues")
                     .and_then(|p| p.get(PARTITION_COLUMN))
                     .and_then(|d| d.as_str())
-                    .and_then(crate::time::parse_date_days);
+                    .and_then(datafile::parse_date);
                 out.push((format!("{table}/{file}"), date));
             }
         }
