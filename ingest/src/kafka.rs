@@ -19,7 +19,7 @@
 //! never committed by its old owner. Producer retries (same event id, another
 //! offset) are dropped by the dedupe index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -451,6 +451,8 @@ struct Run {
     states: HashMap<String, TopicState>,
     topics: HashMap<String, Topic>,
     rebalances: u64,
+    /// Partitions that sent offsets below the lake's, already reported.
+    behind: HashSet<(String, i32)>,
 }
 
 impl Run {
@@ -499,6 +501,7 @@ impl Run {
             states: HashMap::new(),
             topics: cfg.topics.iter().map(|(t, n)| (n.clone(), *t)).collect(),
             rebalances: 0,
+            behind: HashSet::new(),
         })
     }
 
@@ -570,6 +573,20 @@ impl Run {
             }
         };
         if !cfg.replay && committed.is_some_and(|next| offset < next) {
+            // Already in the lake. After the seek to the lake's offset this
+            // only happens when the partition starts over (a topic deleted
+            // and created again): its new messages would go unread.
+            if self.behind.insert((topic.to_string(), partition)) {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    lake_offset = committed,
+                    "a message below the offset the lake has consumed to: skipped as already \
+                     stored. If the topic was created again, its messages up to the lake's \
+                     offset go unread: rerun with --replay-from-beginning (duplicates are dropped)"
+                );
+            }
             return Ok(()); // already in the lake
         }
         cfg.metrics.update(topic, |c| c.consumed += 1);

@@ -317,12 +317,17 @@ pub fn print_summary(report: &BackfillReport) {
     let t = report.totals();
     let rate = report.lines() as f64 / report.seconds.max(1e-9);
     println!(
-        "ingested: {} lines read, {} stored, {} duplicates, {} quarantined ({} already quarantined), {} files, {} bytes, {:.2} s ({:.0} lines/s){}",
+        "ingested: {} lines read, {} stored, {} duplicates, {} quarantined ({} already quarantined){}, {} files, {} bytes, {:.2} s ({:.0} lines/s){}",
         report.lines(),
         t.stored,
         t.duplicates,
         t.quarantined,
         t.quarantine_duplicates,
+        if t.erased > 0 {
+            format!(", {} rows of erased users dropped", t.erased)
+        } else {
+            String::new()
+        },
         t.files,
         t.bytes,
         report.seconds,
