@@ -724,11 +724,41 @@ pub fn evaluate(all: &Events, s: &Settings) -> (Vec<Finding>, Vec<Obligation>) {
         let Some(decl) = declaration(app, now) else {
             continue;
         };
-        let mut scopes: BTreeSet<String> = decl.scopes.iter().cloned().collect();
-        for (&(a, u), _) in by_pair.iter().filter(|((a, _), _)| *a == app) {
-            scopes.extend(pair_at(a, u, now).0);
+        // Each scope the app holds, with the events that give it: the
+        // declaration in force, and every user's grant still in force (the
+        // last grant naming the scope after any revoke or unsubscribe).
+        let mut scopes: BTreeMap<String, BTreeSet<String>> = decl
+            .scopes
+            .iter()
+            .map(|x| (x.clone(), BTreeSet::from([decl.id.clone()])))
+            .collect();
+        for (&(a, u), evs) in by_pair.iter().filter(|((a, _), _)| *a == app) {
+            let active = pair_at(a, u, now).0;
+            let mut last_grant: BTreeMap<&str, &str> = BTreeMap::new();
+            for g in evs.iter() {
+                match g.action.as_str() {
+                    "grant" => {
+                        for x in &g.scopes {
+                            last_grant.insert(x, &g.id);
+                        }
+                    }
+                    "revoke" => {
+                        for x in &g.scopes {
+                            last_grant.remove(x.as_str());
+                        }
+                    }
+                    "unsubscribe" => last_grant.clear(),
+                    _ => {}
+                }
+            }
+            for x in active {
+                let ids = scopes.entry(x.clone()).or_default();
+                if let Some(id) = last_grant.get(x.as_str()) {
+                    ids.insert(id.to_string());
+                }
+            }
         }
-        for scope in scopes {
+        for (scope, ids) in scopes {
             let used = access_by_app.get(app).into_iter().flatten().any(|a| {
                 a.is_data_access()
                     && a.scope.as_deref() == Some(scope.as_str())
@@ -745,7 +775,7 @@ pub fn evaluate(all: &Events, s: &Settings) -> (Vec<Finding>, Vec<Obligation>) {
                     created_at: None,
                     scope: Some(scope),
                     reason: None,
-                    event_ids: Vec::new(),
+                    event_ids: ids.into_iter().collect(),
                     window_end: Some(now),
                     due_at: None,
                     developer_id: developer.get(app).cloned(),
