@@ -282,6 +282,16 @@ fn concurrent_backfills_store_each_event_once() {
         );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         for input in report["inputs"].as_array().unwrap() {
+            // Every line is accounted for, whoever stored it.
+            let count = |k: &str| input[k].as_u64().unwrap();
+            assert_eq!(
+                count("stored")
+                    + count("duplicates")
+                    + count("quarantined")
+                    + count("quarantine_duplicates"),
+                count("lines"),
+                "{input}"
+            );
             if input["topic"] == "api-access" {
                 stored += input["stored"].as_u64().unwrap();
             }

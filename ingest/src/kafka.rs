@@ -191,6 +191,8 @@ impl KafkaIngest {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last_message = Instant::now();
         let mut backoff = Duration::from_millis(500);
+        // When the idle stop last asked the broker for unread messages.
+        let mut backlog_checked: Option<Instant> = None;
         loop {
             let consumer = run.consumer.clone();
             tokio::select! {
@@ -218,9 +220,34 @@ impl KafkaIngest {
                         && last_message.elapsed() >= idle
                         && !run.has_pending()
                         && run.assigned()
+                        && backlog_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
                     {
-                        tracing::info!(idle_s = idle.as_secs_f64(), "idle: stopping");
-                        break;
+                        // Idle is the end of the stream only if the broker
+                        // holds nothing unread: a broker slow to serve a
+                        // large partition's first fetch is not idle.
+                        backlog_checked = Some(Instant::now());
+                        let backlog = match tokio::runtime::Handle::current().runtime_flavor() {
+                            tokio::runtime::RuntimeFlavor::CurrentThread => run.backlog(),
+                            _ => tokio::task::block_in_place(|| run.backlog()),
+                        };
+                        match backlog {
+                            None => {
+                                tracing::info!(idle_s = idle.as_secs_f64(), "idle: stopping");
+                                break;
+                            }
+                            Some(b) if last_message.elapsed() >= idle * IDLE_BACKLOG_WAIT => {
+                                tracing::warn!(
+                                    topic = %b.topic, partition = b.partition, read = b.read, end = b.end,
+                                    "still no message after {IDLE_BACKLOG_WAIT}x --stop-when-idle \
+                                     although the broker holds unread ones: stopping"
+                                );
+                                break;
+                            }
+                            Some(b) => tracing::debug!(
+                                topic = %b.topic, partition = b.partition, read = b.read, end = b.end,
+                                "idle, but the broker holds unread messages: waiting"
+                            ),
+                        }
                     }
                 }
             }
@@ -433,6 +460,18 @@ async fn read_offsets(
     Ok(out)
 }
 
+/// How many times `--stop-when-idle` an ingest waits for messages the broker
+/// holds but has not delivered before it stops anyway.
+const IDLE_BACKLOG_WAIT: u32 = 10;
+
+/// Messages a partition holds beyond what this consumer has read.
+struct Backlog {
+    topic: String,
+    partition: i32,
+    read: i64,
+    end: i64,
+}
+
 /// Per-topic state of the main loop.
 struct TopicState {
     sink: TopicSink,
@@ -512,6 +551,42 @@ impl Run {
             .expect("assignment lock")
             .committed
             .is_empty()
+    }
+
+    /// A partition of this consumer's with messages it has not read: the
+    /// broker's high watermark past the consumer's position (or, before its
+    /// first message, past the lake's offset). Broker errors count as none.
+    fn backlog(&self) -> Option<Backlog> {
+        let parts: Vec<((String, i32), Option<i64>)> = {
+            let a = self.assignment.lock().expect("assignment lock");
+            a.committed.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        let position = self.consumer.position().ok();
+        for ((topic, partition), next) in parts {
+            let read = position
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(&topic, partition))
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0)
+                .or(next)
+                .unwrap_or(0);
+            match self
+                .consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(2))
+            {
+                Ok((low, end)) if read.max(low) < end => {
+                    return Some(Backlog {
+                        topic,
+                        partition,
+                        read: read.max(low),
+                        end,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(topic, partition, error = %e, "watermarks unavailable"),
+            }
+        }
+        None
     }
 
     fn has_pending(&self) -> bool {

@@ -69,9 +69,11 @@ pub struct FlushOutcome {
     pub commits: u64,
     /// Seconds spent.
     pub seconds: f64,
-    /// Events and quarantine rows left out at commit because another writer
-    /// stored them while this one buffered them.
+    /// Events left out at commit because another writer stored them while
+    /// this one buffered them.
     pub concurrent_duplicates: u64,
+    /// Quarantine rows left out the same way.
+    pub concurrent_quarantine_duplicates: u64,
     /// Keys of what other writers stored meanwhile, found when a commit had
     /// to be made again on a newer version: events as (date, key hash).
     #[serde(skip)]
@@ -309,6 +311,7 @@ impl TopicSink {
             self.quarantine_version = Some(v);
         }
         self.stats.duplicates += out.concurrent_duplicates;
+        self.stats.quarantine_duplicates += out.concurrent_quarantine_duplicates;
         if !out.others.is_empty() {
             for (date, hash) in &out.others {
                 if let Some(d) = date {
@@ -501,7 +504,7 @@ impl FlushJob {
                     let mut kept = Vec::with_capacity(self.quarantine.len());
                     for batch in &self.quarantine {
                         let (batch, n) = drop_quarantined(batch, &keys);
-                        out.concurrent_duplicates += n as u64;
+                        out.concurrent_quarantine_duplicates += n as u64;
                         let batch = batch?;
                         if batch.num_rows() > 0 {
                             kept.push(batch);
