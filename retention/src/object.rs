@@ -71,6 +71,13 @@ impl ObjectBytes {
         self.parts.len() == 1 && self.parts[0].0 == 0 && self.parts[0].1.len() as u64 == self.len
     }
 
+    /// Whether every byte of `range` was fetched.
+    pub fn holds(&self, range: Range<u64>) -> bool {
+        self.parts
+            .iter()
+            .any(|(off, b)| *off <= range.start && range.end <= off + b.len() as u64)
+    }
+
     /// The fetched ranges and their bytes.
     pub fn parts(&self) -> &[(u64, Bytes)] {
         &self.parts

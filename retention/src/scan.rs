@@ -12,6 +12,9 @@
 //!                                   Parquet checkpoint: every string value's tokens
 //! ```
 //!
+//! A plaintext match is of the whole id ([`find_whole`]); bytes found only
+//! inside a longer id are confirmed on decoded values (see [`find_plain`]).
+//!
 //! A zstd-compressed page hides its strings from a raw byte scan, hence the
 //! page decoding. Strings in PLAIN pages are 4-byte-length-prefixed, so an id
 //! (which holds no NUL bytes) cannot match across two values. Column chunks
@@ -26,6 +29,8 @@ use bytes::Bytes;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::{Encoding, Type as PhysicalType};
+use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use deltalake::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use deltalake::parquet::file::reader::RowGroupReader;
 use memchr::memmem::Finder;
 
@@ -78,8 +83,31 @@ pub fn is_parquet(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")
 }
 
-/// Finds the plaintext `finder` in an object: raw bytes first, then (for
-/// Parquet) the decompressed pages of the byte-array columns `depth` says.
+/// Where `hay` holds the needle as a whole id: an occurrence that no ASCII
+/// letter or digit extends into a longer run on either side (`u1002` inside
+/// `u10023` is another user's id, not this one). The offset of the first.
+pub fn find_whole(hay: &[u8], finder: &Finder<'_>) -> Option<usize> {
+    let id = finder.needle();
+    let (&first, &last) = (id.first()?, id.last()?);
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    finder.find_iter(hay).find(|&at| {
+        let end = at + id.len();
+        let extended_before = at > 0 && word(first) && word(hay[at - 1]);
+        let extended_after = end < hay.len() && word(last) && word(hay[end]);
+        !extended_before && !extended_after
+    })
+}
+
+/// Finds the plaintext `finder` as a whole id (see [`find_whole`]) in an
+/// object. The raw bytes first: an occurrence whole there is whole in the
+/// value holding it too (a neighbour is either the value's own byte or
+/// framing around it), so it is found at once. An occurrence only inside a
+/// longer run of letters and digits is confirmed on values: the text of a
+/// UTF-8 object, the decoded strings of a Parquet column, the statistics of
+/// a Parquet footer; so is one that (for Parquet) a decompressed page of a
+/// byte-array column `depth` says holds. What cannot be confirmed that way
+/// (an occurrence in a binary object, in a Parquet chunk of another type,
+/// or in footer bytes no statistic explains) counts as found.
 pub fn find_plain(
     path: &str,
     object: &ObjectBytes,
@@ -87,34 +115,78 @@ pub fn find_plain(
     depth: Depth,
 ) -> Result<Option<Place>> {
     for (offset, bytes) in object.parts() {
-        if let Some(at) = finder.find(bytes) {
+        if let Some(at) = find_whole(bytes, finder) {
             return Ok(Some(format!("raw bytes at offset {}", offset + at as u64)));
         }
     }
+    let raw: Vec<u64> = object
+        .parts()
+        .iter()
+        .flat_map(|(offset, bytes)| finder.find_iter(bytes).map(move |at| offset + at as u64))
+        .collect();
     if !object.is_parquet() {
-        return Ok(None);
+        let utf8 = object
+            .as_whole()
+            .is_some_and(|b| std::str::from_utf8(b).is_ok());
+        return Ok(match raw.first() {
+            Some(at) if !utf8 => Some(format!("raw bytes at offset {at}")),
+            _ => None,
+        });
     }
-    find_in_pages(path, object, finder, depth)
+    find_in_parquet(path, object, finder, depth, &raw)
 }
 
-fn find_in_pages(
+fn find_in_parquet(
     path: &str,
     object: &ObjectBytes,
     finder: &Finder<'_>,
     depth: Depth,
+    raw: &[u64],
 ) -> Result<Option<Place>> {
     let meta = object.metadata().map_err(|e| Error::parquet(path, e))?;
     let schema = meta.file_metadata().schema_descr();
-    let mut arrow_fallback = Vec::new();
+    let is_bytes = |i: usize| {
+        matches!(
+            schema.column(i).physical_type(),
+            PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY
+        )
+    };
+    // Leaf columns to decode, and whether some occurrence lies outside
+    // every column chunk (the footer, the page index).
+    let mut candidates = std::collections::BTreeSet::new();
+    let mut outside_chunks = None;
+    for &at in raw {
+        let chunk = meta.row_groups().iter().find_map(|rg| {
+            rg.columns().iter().enumerate().find_map(|(i, col)| {
+                let (start, len) = col.byte_range();
+                let range = start..start + len;
+                range
+                    .contains(&at)
+                    .then(|| (i, object.holds(range.clone())))
+            })
+        });
+        match chunk {
+            // A byte-array chunk fetched whole: its values decide.
+            Some((i, true)) if is_bytes(i) => {
+                candidates.insert(i);
+            }
+            Some((i, _)) => {
+                return Ok(Some(format!(
+                    "raw bytes at offset {at} (column {})",
+                    schema.column(i).path().string()
+                )));
+            }
+            None => {
+                outside_chunks.get_or_insert(at);
+            }
+        }
+    }
     for (rg_index, rg) in meta.row_groups().iter().enumerate() {
         let row_group = object
             .row_group(&meta, rg_index)
             .map_err(|e| Error::parquet(path, e))?;
         for (col_index, col) in rg.columns().iter().enumerate() {
-            if !matches!(
-                col.column_type(),
-                PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY
-            ) {
+            if !is_bytes(col_index) || candidates.contains(&col_index) {
                 continue;
             }
             if depth == Depth::Fast {
@@ -139,7 +211,7 @@ fn find_in_pages(
                 }
             }
             if col.encodings().any(|e| e == Encoding::DELTA_BYTE_ARRAY) {
-                arrow_fallback.push(col_index);
+                candidates.insert(col_index);
                 continue;
             }
             let dictionary_only = col.dictionary_page_offset().is_some()
@@ -151,12 +223,16 @@ fn find_in_pages(
                 .map_err(|e| Error::parquet(path, e))?;
             for page in pages {
                 let page = page.map_err(|e| Error::parquet(path, e))?;
-                if finder.find(page.buffer()).is_some() {
+                if find_whole(page.buffer(), finder).is_some() {
                     return Ok(Some(format!(
                         "column {} (row group {rg_index}, decompressed {:?} page)",
                         schema.column(col_index).path().string(),
                         page.page_type()
                     )));
+                }
+                if finder.find(page.buffer()).is_some() {
+                    candidates.insert(col_index);
+                    break;
                 }
                 if dictionary_only && page.is_dictionary_page() {
                     break;
@@ -164,35 +240,87 @@ fn find_in_pages(
             }
         }
     }
-    if arrow_fallback.is_empty() {
-        return Ok(None);
-    }
-    arrow_fallback.sort_unstable();
-    arrow_fallback.dedup();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(object.clone())
-        .map_err(|e| Error::parquet(path, e))?;
-    let mask = ProjectionMask::leaves(builder.parquet_schema(), arrow_fallback);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| Error::parquet(path, e))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::parquet(path, e))?;
-        for (i, col) in batch.columns().iter().enumerate() {
-            let mut hit = false;
-            visit_strings(col.as_ref(), &mut |v| {
-                hit = finder.find(v).is_some();
-                hit
-            });
-            if hit {
-                return Ok(Some(format!(
-                    "column {} (decoded)",
-                    batch.schema().field(i).name()
-                )));
+    if !candidates.is_empty() {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(object.clone())
+            .map_err(|e| Error::parquet(path, e))?;
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), candidates);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| Error::parquet(path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::parquet(path, e))?;
+            for (i, col) in batch.columns().iter().enumerate() {
+                let mut hit = false;
+                visit_strings(col.as_ref(), &mut |v| {
+                    hit = find_whole(v, finder).is_some();
+                    hit
+                });
+                if hit {
+                    return Ok(Some(format!(
+                        "column {} (decoded)",
+                        batch.schema().field(i).name()
+                    )));
+                }
             }
         }
     }
-    Ok(None)
+    match outside_chunks {
+        Some(at) => Ok(explain_by_statistics(object, finder, at)),
+        None => Ok(None),
+    }
+}
+
+/// An occurrence of the id's bytes at `at`, outside every column chunk of a
+/// Parquet object: found unless the column statistics (footer and page
+/// index) hold the bytes, and only inside longer ids.
+fn explain_by_statistics(object: &ObjectBytes, finder: &Finder<'_>, at: u64) -> Option<Place> {
+    let found = || Some(format!("raw bytes at offset {at}"));
+    let Ok(meta) = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(object)
+    else {
+        return found();
+    };
+    let schema = meta.file_metadata().schema_descr();
+    let mut explained = false;
+    let mut check = |value: Option<&[u8]>, column: usize| -> Option<Place> {
+        let v = value?;
+        if find_whole(v, finder).is_some() {
+            return Some(format!(
+                "statistics of column {} (raw bytes at offset {at})",
+                schema.column(column).path().string()
+            ));
+        }
+        explained |= finder.find(v).is_some();
+        None
+    };
+    for rg in meta.row_groups() {
+        for (i, col) in rg.columns().iter().enumerate() {
+            if let Some(st) = col.statistics()
+                && let Some(p) =
+                    check(st.min_bytes_opt(), i).or_else(|| check(st.max_bytes_opt(), i))
+            {
+                return Some(p);
+            }
+        }
+    }
+    if let Some(index) = meta.column_index() {
+        for rg in index {
+            for (i, col) in rg.iter().enumerate() {
+                if let ColumnIndexMetaData::BYTE_ARRAY(c)
+                | ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(c) = col
+                {
+                    for v in c.min_values_iter().chain(c.max_values_iter()) {
+                        if let Some(p) = check(v, i) {
+                            return Some(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if explained { None } else { found() }
 }
 
 /// Calls `f` on every string or binary value inside `array` (through lists,
@@ -504,10 +632,24 @@ mod tests {
     use arrow::array::{ListBuilder, RecordBatch, StringBuilder};
     use deltalake::parquet::arrow::ArrowWriter;
     use deltalake::parquet::basic::{Compression, ZstdLevel};
-    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
     use std::sync::Arc;
 
     fn parquet(values: &[&str], list: &[&str]) -> Bytes {
+        parquet_with(
+            values,
+            list,
+            EnabledStatistics::None,
+            Compression::ZSTD(ZstdLevel::try_new(3).unwrap()),
+        )
+    }
+
+    fn parquet_with(
+        values: &[&str],
+        list: &[&str],
+        statistics: EnabledStatistics,
+        compression: Compression,
+    ) -> Bytes {
         let mut lb = ListBuilder::new(StringBuilder::new());
         for v in list {
             lb.values().append_value(v);
@@ -522,8 +664,8 @@ mod tests {
         ])
         .unwrap();
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
-            .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::None)
+            .set_compression(compression)
+            .set_statistics_enabled(statistics)
             .build();
         let mut buf = Vec::new();
         let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
@@ -563,10 +705,18 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        let place = find_in_pages("t.parquet", &bytes, &f, Depth::Deep)
+        let place = find_plain("t.parquet", &bytes, &f, Depth::Deep)
             .unwrap()
             .unwrap();
         assert!(place.contains("column s"), "{place}");
+        // A prefix of stored ids, in no raw byte: the decompressed pages
+        // hold its bytes, the decoded values show they are other ids.
+        let prefix = Finder::new("user-00004");
+        assert!(bytes.parts().iter().all(|(_, b)| prefix.find(b).is_none()));
+        assert_eq!(
+            find_plain("t.parquet", &bytes, &prefix, Depth::Deep).unwrap(),
+            None
+        );
         let absent = Finder::new("user-999999");
         assert_eq!(
             find_plain("t.parquet", &bytes, &absent, Depth::Deep).unwrap(),
@@ -574,16 +724,102 @@ mod tests {
         );
         // Fast: only user columns ("s" is not one).
         assert_eq!(
-            find_in_pages("t.parquet", &bytes, &f, Depth::Fast).unwrap(),
+            find_plain("t.parquet", &bytes, &f, Depth::Fast).unwrap(),
             None
         );
         // In a list column too.
         let mut list2 = list.clone();
         list2[3] = "needle-user-777";
         let bytes = ObjectBytes::whole(parquet(&list, &list2));
-        let place = find_in_pages("t.parquet", &bytes, &f, Depth::Deep)
+        // (The small dictionary of `l` is in the raw bytes: its pages alone.)
+        let place = find_in_parquet("t.parquet", &bytes, &f, Depth::Deep, &[])
             .unwrap()
             .unwrap();
         assert!(place.contains("column l"), "{place}");
+    }
+
+    #[test]
+    fn a_whole_id_is_not_extended_by_letters_or_digits() {
+        let f = Finder::new("u1002");
+        assert_eq!(find_whole(b"u1002", &f), Some(0));
+        assert_eq!(find_whole(b"u10023", &f), None);
+        assert_eq!(find_whole(b"xu1002", &f), None);
+        assert_eq!(find_whole(b"u10023 u1002", &f), Some(7));
+        assert_eq!(find_whole(br#"{"user_id":"u1002"}"#, &f), Some(12));
+        assert_eq!(find_whole(b"u1002-x u1002.", &f), Some(0));
+        assert_eq!(find_whole(b"", &f), None);
+        // An id ending in punctuation is whole wherever its bytes are.
+        assert_eq!(find_whole(b"a-1-2", &Finder::new("-1-")), Some(1));
+    }
+
+    /// Another user's id that begins with this one's (`u1002` / `u10023`)
+    /// is no trace of it: not in the values, the statistics, the page index
+    /// nor uncompressed pages; the id itself is found in each of them.
+    #[test]
+    fn a_longer_id_holding_the_bytes_is_not_the_user() {
+        let f = Finder::new("u1002");
+        for compression in [
+            Compression::UNCOMPRESSED,
+            Compression::ZSTD(ZstdLevel::try_new(3).unwrap()),
+        ] {
+            for stats in [
+                EnabledStatistics::None,
+                EnabledStatistics::Chunk,
+                EnabledStatistics::Page,
+            ] {
+                let others = ["u10023", "u10024", "u10029"];
+                let bytes = ObjectBytes::whole(parquet_with(
+                    &others,
+                    &["a", "b", "u100299"],
+                    stats,
+                    compression,
+                ));
+                assert!(
+                    bytes.parts().iter().any(|(_, b)| f.find(b).is_some()),
+                    "the bytes are in the file ({stats:?}, {compression:?})"
+                );
+                for depth in [Depth::Deep, Depth::Fast] {
+                    assert_eq!(
+                        find_plain("t.parquet", &bytes, &f, depth).unwrap(),
+                        None,
+                        "{stats:?}, {compression:?}, {depth:?}"
+                    );
+                }
+                // The id itself, as a value and inside a list.
+                for (values, list, column) in [
+                    (&["u10023", "u1002", "u10024"], &["a", "b", "c"], "column s"),
+                    (&others, &["a", "u1002", "b"], "column l"),
+                ] {
+                    let mine = ObjectBytes::whole(parquet_with(values, list, stats, compression));
+                    let place = find_plain("t.parquet", &mine, &f, Depth::Deep).unwrap();
+                    assert!(place.is_some(), "{column}: {stats:?}, {compression:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_objects_hold_the_id_only_whole() {
+        let f = Finder::new("u1002");
+        let log = br#"{"add":{"stats":"{\"minValues\":{\"user_id\":\"u10023\"}}"}}"#;
+        let object = ObjectBytes::whole(Bytes::from_static(log));
+        assert_eq!(
+            find_plain("00.json", &object, &f, Depth::Deep).unwrap(),
+            None
+        );
+        let log = br#"{"add":{"stats":"{\"minValues\":{\"user_id\":\"u1002\"}}"}}"#;
+        let object = ObjectBytes::whole(Bytes::from_static(log));
+        assert!(
+            find_plain("00.json", &object, &f, Depth::Deep)
+                .unwrap()
+                .is_some()
+        );
+        // Not UTF-8: any occurrence of the bytes counts.
+        let object = ObjectBytes::whole(Bytes::from_static(b"\xffu10023"));
+        assert!(
+            find_plain("blob", &object, &f, Depth::Deep)
+                .unwrap()
+                .is_some()
+        );
     }
 }

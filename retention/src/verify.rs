@@ -6,6 +6,8 @@
 //! commits and checkpoints, anything else)  --> per object, in parallel:
 //!   erased_user_bytes   (--user U)         the plaintext U nowhere: raw bytes,
 //!                                          and inside every decompressed page
+//!                                          (as a whole id: `U` inside `U3` is
+//!                                          another user, see scan::find_whole)
 //!   erased_user_rows    (--user U --app A) no row of (U, A) in any data file
 //!   erased_users_hashed (tombstones exist) no user_id / raw message / log or
 //!                                          checkpoint token whose keyed hash is
