@@ -87,15 +87,21 @@ pub fn is_parquet(bytes: &[u8]) -> bool {
 /// letter or digit extends into a longer run on either side (`u1002` inside
 /// `u10023` is another user's id, not this one). The offset of the first.
 pub fn find_whole(hay: &[u8], finder: &Finder<'_>) -> Option<usize> {
-    let id = finder.needle();
-    let (&first, &last) = (id.first()?, id.last()?);
+    if finder.needle().is_empty() {
+        return None;
+    }
+    finder
+        .find_iter(hay)
+        .find(|&at| is_whole_at(hay, at, finder.needle()))
+}
+
+/// Whether the occurrence of (non-empty) `id` at `at` in `hay` is whole.
+fn is_whole_at(hay: &[u8], at: usize, id: &[u8]) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric();
-    finder.find_iter(hay).find(|&at| {
-        let end = at + id.len();
-        let extended_before = at > 0 && word(first) && word(hay[at - 1]);
-        let extended_after = end < hay.len() && word(last) && word(hay[end]);
-        !extended_before && !extended_after
-    })
+    let end = at + id.len();
+    let extended_before = at > 0 && word(id[0]) && word(hay[at - 1]);
+    let extended_after = end < hay.len() && word(id[id.len() - 1]) && word(hay[end]);
+    !extended_before && !extended_after
 }
 
 /// Finds the plaintext `finder` as a whole id (see [`find_whole`]) in an
@@ -114,16 +120,19 @@ pub fn find_plain(
     finder: &Finder<'_>,
     depth: Depth,
 ) -> Result<Option<Place>> {
+    if finder.needle().is_empty() {
+        return Ok(None);
+    }
+    // One pass: a whole occurrence ends the search, the others are kept.
+    let mut raw = Vec::new();
     for (offset, bytes) in object.parts() {
-        if let Some(at) = find_whole(bytes, finder) {
-            return Ok(Some(format!("raw bytes at offset {}", offset + at as u64)));
+        for at in finder.find_iter(bytes) {
+            if is_whole_at(bytes, at, finder.needle()) {
+                return Ok(Some(format!("raw bytes at offset {}", offset + at as u64)));
+            }
+            raw.push(offset + at as u64);
         }
     }
-    let raw: Vec<u64> = object
-        .parts()
-        .iter()
-        .flat_map(|(offset, bytes)| finder.find_iter(bytes).map(move |at| offset + at as u64))
-        .collect();
     if !object.is_parquet() {
         let utf8 = object
             .as_whole()
@@ -748,6 +757,7 @@ mod tests {
         assert_eq!(find_whole(br#"{"user_id":"u1002"}"#, &f), Some(12));
         assert_eq!(find_whole(b"u1002-x u1002.", &f), Some(0));
         assert_eq!(find_whole(b"", &f), None);
+        assert_eq!(find_whole(b"abc", &Finder::new("")), None);
         // An id ending in punctuation is whole wherever its bytes are.
         assert_eq!(find_whole(b"a-1-2", &Finder::new("-1-")), Some(1));
     }
