@@ -189,3 +189,25 @@ fn several_queries_repeat_and_timings() {
     assert!(!failed.status.success());
     assert!(!out_file.exists(), "a failed query must not leave a file");
 }
+
+/// A mistyped `--lake` of a verb that reads fails, naming the path, and
+/// leaves no empty directory behind.
+#[test]
+fn a_missing_lake_is_an_error_not_a_new_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("lak");
+    for args in [
+        vec!["sql", "--lake", typo.to_str().unwrap(), "SELECT 1"],
+        vec!["detect", "--lake", typo.to_str().unwrap()],
+        vec!["retention", "verify", "--lake", typo.to_str().unwrap()],
+    ] {
+        let out = auditlake(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no lake at") && stderr.contains("lak"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}

@@ -10,6 +10,10 @@ pub enum Error {
     #[error("invalid lake URL {url:?}: {reason}")]
     LakeUrl { url: String, reason: String },
 
+    /// A local lake root that must exist does not.
+    #[error("no lake at {path}: the directory does not exist (`auditlake ingest` creates one)")]
+    NoLakeDir { path: String },
+
     /// A table that must exist does not.
     #[error("table `{table}` does not exist in lake {lake} (has anything been ingested?)")]
     TableNotFound { table: String, lake: String },

@@ -194,6 +194,18 @@ impl Lake {
     /// Opens a lake root: a local path (created if missing), `file://`, `s3://` or
     /// `memory://`. Nothing is read yet.
     pub fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, true)
+    }
+
+    /// Opens a lake root to read (or change) what is there: as [`open`](Self::open),
+    /// but a local root that does not exist is an error, not a new empty
+    /// directory (a mistyped `--lake` of `sql` or `retention verify` leaves
+    /// nothing behind).
+    pub fn open_existing(location: &str) -> Result<Self> {
+        Self::open_with(location, false)
+    }
+
+    fn open_with(location: &str, create: bool) -> Result<Self> {
         let bad = |reason: String| Error::LakeUrl {
             url: location.to_string(),
             reason,
@@ -218,8 +230,14 @@ impl Lake {
                 let path = root
                     .to_file_path()
                     .map_err(|()| bad("not a local path".to_string()))?;
-                std::fs::create_dir_all(&path)
-                    .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+                if create {
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+                } else if !path.is_dir() {
+                    return Err(Error::NoLakeDir {
+                        path: path.display().to_string(),
+                    });
+                }
             }
             "memory" => memory = Some(Arc::new(InMemory::new()) as Arc<dyn ObjectStore>),
             "s3" | "s3a" => {
@@ -925,6 +943,21 @@ mod tests {
 
     use super::*;
     use crate::Topic;
+
+    #[test]
+    fn only_open_creates_a_missing_local_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let err = Lake::open_existing(missing.to_str().unwrap()).unwrap_err();
+        assert!(matches!(err, Error::NoLakeDir { .. }), "{err}");
+        assert!(err.to_string().contains("typo"), "{err}");
+        assert!(!missing.exists());
+        Lake::open(missing.to_str().unwrap()).unwrap();
+        assert!(missing.is_dir());
+        Lake::open_existing(missing.to_str().unwrap()).unwrap();
+        // Other schemes are not checked at opening.
+        Lake::open_existing("memory://").unwrap();
+    }
 
     #[test]
     fn random_columns_go_without_statistics_and_clustering_columns_keep_them() {

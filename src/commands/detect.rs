@@ -111,7 +111,7 @@ fn parse_deadline(s: &str) -> Result<(String, i64), String> {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The only clock read of a run: the default evaluation time.
     let now = args.now.unwrap_or_else(Utc::now);
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_existing()?;
     let inputs = [
         tables::API_ACCESS,
         tables::GRANTS,

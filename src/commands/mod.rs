@@ -22,9 +22,15 @@ pub struct LakeArgs {
 }
 
 impl LakeArgs {
-    /// Opens the lake root.
+    /// Opens the lake root, creating a local one that is missing (writers).
     pub fn open(&self) -> anyhow::Result<auditlake_schemas::Lake> {
         Ok(auditlake_schemas::Lake::open(&self.lake)?)
+    }
+
+    /// Opens a lake root that must exist (verbs that read or change what
+    /// was ingested): a missing local directory is an error, not created.
+    pub fn open_existing(&self) -> anyhow::Result<auditlake_schemas::Lake> {
+        Ok(auditlake_schemas::Lake::open_existing(&self.lake)?)
     }
 }
 

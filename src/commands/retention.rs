@@ -193,7 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
     // Validate the policy before touching the lake.
     let policy = load_policy(&a.policy)?;
-    let lake = a.common.lake.open()?;
+    let lake = a.common.lake.open_existing()?;
     let wall = Utc::now();
     let now = a.common.now.unwrap_or(wall);
     let report = Sweep::new(lake, policy, now)
@@ -278,7 +278,7 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
 
 async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
     let policy = a.policy.as_deref().map(load_policy).transpose()?;
-    let lake = a.common.lake.open()?;
+    let lake = a.common.lake.open_existing()?;
     let wall = Utc::now();
     let now = a.common.now.unwrap_or(wall);
     let (outcome, metrics) = Erase::new(lake, user_id(a.user)?, now)
@@ -342,7 +342,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let policy = a.policy.as_deref().map(load_policy).transpose()?;
-    let lake = a.common.lake.open()?;
+    let lake = a.common.lake.open_existing()?;
     let wall = Utc::now();
     let now = a.common.now.unwrap_or(wall);
     let mut v = Verify::new(lake, now)

@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "refusing to write parquet to a terminal; pass --output FILE or redirect stdout"
         );
     }
-    let lake = args.lake.open()?;
+    let lake = args.lake.open_existing()?;
     let (ctx, present) = auditlake_query::open_session(&lake)
         .await
         .with_context(|| format!("opening lake {lake}"))?;
