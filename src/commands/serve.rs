@@ -79,6 +79,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         options = options.with_tls(cert, key);
     }
+    // Bad flags stop before the lake is touched.
+    options.validate()?;
     let lake = args.lake.open_existing()?;
     let server = Server::bind(lake, options).await?;
     // The bound address on stdout (results go to stdout): scripts and tests that

@@ -198,8 +198,10 @@ impl ServeOptions {
             .min(self.memory_limit)
     }
 
-    /// Refuses settings that would expose the lake or cannot work.
-    fn validate(&self) -> Result<()> {
+    /// Refuses settings that would expose the lake or cannot work
+    /// ([`Server::bind`] checks them too; callers check before opening
+    /// anything).
+    pub fn validate(&self) -> Result<()> {
         if self.password.is_none() && !self.listen.ip().is_loopback() {
             return Err(Error::Config(format!(
                 "refusing to listen on {} without a password: set AUDITLAKE_PG_PASSWORD or \
