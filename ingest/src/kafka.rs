@@ -396,7 +396,9 @@ impl ConsumerContext for IngestContext {
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(error = %e, "unassign failed");
                 }
-                tracing::info!("partitions revoked; pending data dropped");
+                tracing::info!(
+                    "partitions revoked; their uncommitted rows are read again by the next owner"
+                );
             }
             other => tracing::warn!(error = ?other, "rebalance error"),
         }
