@@ -249,30 +249,12 @@ fn find_in_parquet(
             }
         }
     }
-    if !candidates.is_empty() {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(object.clone())
-            .map_err(|e| Error::parquet(path, e))?;
-        let mask = ProjectionMask::leaves(builder.parquet_schema(), candidates);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(|e| Error::parquet(path, e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::parquet(path, e))?;
-            for (i, col) in batch.columns().iter().enumerate() {
-                let mut hit = false;
-                visit_strings(col.as_ref(), &mut |v| {
-                    hit = find_whole(v, finder).is_some();
-                    hit
-                });
-                if hit {
-                    return Ok(Some(format!(
-                        "column {} (decoded)",
-                        batch.schema().field(i).name()
-                    )));
-                }
-            }
-        }
+    if !candidates.is_empty()
+        && let Some((column, ())) = first_in_strings(path, object, Some(candidates), |v| {
+            find_whole(v, finder).map(|_| ())
+        })?
+    {
+        return Ok(Some(format!("column {column} (decoded)")));
     }
     match outside_chunks {
         Some(at) => Ok(explain_by_statistics(object, finder, at)),
@@ -451,30 +433,43 @@ impl<'a> HashedNeedles<'a> {
         path: &str,
         object: &ObjectBytes,
     ) -> Result<Option<(Place, UserHash)>> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(object.clone())
-            .and_then(|b| b.build())
-            .map_err(|e| Error::parquet(path, e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::parquet(path, e))?;
-            for (i, col) in batch.columns().iter().enumerate() {
-                let mut hit = None;
-                visit_strings(col.as_ref(), &mut |v| {
-                    hit = tokens(v).into_iter().find_map(|t| self.erased_hash(t));
-                    hit.is_some()
-                });
-                if let Some(h) = hit {
-                    return Ok(Some((
-                        format!(
-                            "column {}: an erased user's id",
-                            batch.schema().field(i).name()
-                        ),
-                        h,
-                    )));
-                }
+        let hit = first_in_strings(path, object, None, |v| {
+            tokens(v).into_iter().find_map(|t| self.erased_hash(t))
+        })?;
+        Ok(hit.map(|(column, h)| (format!("column {column}: an erased user's id"), h)))
+    }
+}
+
+/// Decodes a Parquet object (the leaf columns `leaves`, or every column)
+/// and calls `test` on its string and binary values until it answers:
+/// the answer and the name of the top-level column holding the value.
+fn first_in_strings<T>(
+    path: &str,
+    object: &ObjectBytes,
+    leaves: Option<std::collections::BTreeSet<usize>>,
+    mut test: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<Option<(String, T)>> {
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(object.clone())
+        .map_err(|e| Error::parquet(path, e))?;
+    if let Some(leaves) = leaves {
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build().map_err(|e| Error::parquet(path, e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::parquet(path, e))?;
+        for (i, col) in batch.columns().iter().enumerate() {
+            let mut hit = None;
+            visit_strings(col.as_ref(), &mut |v| {
+                hit = test(v);
+                hit.is_some()
+            });
+            if let Some(t) = hit {
+                return Ok(Some((batch.schema().field(i).name().clone(), t)));
             }
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 /// The distinct values of a top-level byte-array column, read from the
