@@ -1,6 +1,8 @@
 //! End-to-end: erase a user, then replay the whole Kafka topic from offset 0
 //! into the same lake: the user stays absent, everyone else exactly once.
-//! On a local lake and on s3s-fs.
+//! Events of the user dated after the erasure are new accesses: they are
+//! stored under the user's pseudonym and the rules flag them. On a local lake
+//! and on s3s-fs.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,6 +30,19 @@ fn grant(i: usize) -> String {
         r#"{{"event_id":"g-{i}","event_time":"2026-11-19T08:00:00Z","app_id":"app-{a}","user_id":"user-{u:03}","action":"grant","scopes":["order.read"]}}"#,
         a = i % 5,
         u = i % USERS
+    )
+}
+
+fn register(app: usize) -> String {
+    format!(
+        r#"{{"event_id":"r-{app}","event_time":"2026-11-01T00:00:00Z","app_id":"app-{app}","developer_id":"dev-{app}","app_kind":"third_party","action":"register","declared_scopes":["order.read"],"declared_categories":[],"export_approved":false}}"#
+    )
+}
+
+/// An access by `app` to `user`'s orders at `time`.
+fn access_at(id: &str, time: &str, app: usize, user: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","event_time":"{time}","app_id":"app-{app}","developer_id":"dev-{app}","user_id":"{user}","api":"order.list","required_scope":"order.read","status":200}}"#
     )
 }
 
@@ -113,6 +128,7 @@ async fn replay_after_erase(place: Place) {
     let total = 3000;
     produce(&brokers, "api-access", (0..total).map(access).collect()).await;
     produce(&brokers, "grants", (0..USERS * 2).map(grant).collect()).await;
+    produce(&brokers, "apps", (0..5).map(register).collect()).await;
     place.ingest_to_idle(&brokers, "first", &[]);
     assert_eq!(
         place.n("SELECT count(*) AS n FROM api_access"),
@@ -134,9 +150,35 @@ async fn replay_after_erase(place: Place) {
         victim,
         "--reason",
         "user_request",
+        "--now",
+        "2026-11-25T00:00:00Z",
     ]);
     let after_erase = place.n("SELECT count(*) AS n FROM api_access");
     assert_eq!(after_erase, total as i64 - theirs);
+
+    // After the erasure the gateway keeps sending: one late event of before
+    // it (erased data: dropped), and new accesses (kept under the pseudonym).
+    // The user grants app-0 again at 01:00, so app-0's access at 02:00 is
+    // lawful; the ones at 00:30 (app-0) and 03:00 (app-1) are not.
+    produce(
+        &brokers,
+        "api-access",
+        vec![
+            access_at("late-1", "2026-11-21T10:00:00Z", 0, victim),
+            access_at("new-1", "2026-11-26T00:30:00Z", 0, victim),
+            access_at("new-2", "2026-11-26T02:00:00Z", 0, victim),
+            access_at("new-3", "2026-11-26T03:00:00Z", 1, victim),
+        ],
+    )
+    .await;
+    produce(
+        &brokers,
+        "grants",
+        vec![format!(
+            r#"{{"event_id":"g-new","event_time":"2026-11-26T01:00:00Z","app_id":"app-0","user_id":"{victim}","action":"grant","scopes":["order.read"]}}"#
+        )],
+    )
+    .await;
 
     // Replay both topics from offset 0, with a new group.
     place.ingest_to_idle(&brokers, "replay", &["--replay-from-beginning"]);
@@ -152,15 +194,72 @@ async fn replay_after_erase(place: Place) {
         )),
         0
     );
-    assert_eq!(place.n("SELECT count(*) AS n FROM api_access"), after_erase);
+    assert_eq!(
+        place.n("SELECT count(*) AS n FROM api_access"),
+        after_erase + 3
+    );
     assert_eq!(
         place.n("SELECT count(DISTINCT event_id) AS n FROM api_access"),
-        after_erase
+        after_erase + 3
     );
     assert_eq!(
         place.n("SELECT count(*) AS n FROM grants"),
-        (USERS * 2) as i64 - their_grants
+        (USERS * 2) as i64 - their_grants + 1
     );
+    // The new events carry the pseudonym, which joins to the tombstone.
+    let pseudonym = "(SELECT 'erased:' || user_hash FROM erasures)";
+    assert_eq!(
+        place.n(&format!(
+            "SELECT count(*) AS n FROM api_access WHERE user_id = {pseudonym} \
+             AND event_id IN ('new-1', 'new-2', 'new-3')"
+        )),
+        3
+    );
+    assert_eq!(
+        place.n(&format!(
+            "SELECT count(*) AS n FROM grants WHERE user_id = {pseudonym} AND event_id = 'g-new'"
+        )),
+        1
+    );
+    assert_eq!(
+        place.n("SELECT count(*) AS n FROM api_access WHERE event_id = 'late-1'"),
+        0
+    );
+    // The rules see the pseudonym as a user: the two accesses without a grant
+    // in force are findings, the one after the new grant is not.
+    let findings = place.auditlake(&[
+        "detect",
+        "--now",
+        "2026-11-27T00:00:00Z",
+        "--format",
+        "jsonl",
+    ]);
+    let mut flagged: Vec<(String, String)> = findings
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|f| {
+            f["user_id"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("erased:"))
+        })
+        .map(|f| {
+            (
+                f["rule_id"].as_str().unwrap().to_string(),
+                f["event_ids"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    flagged.sort();
+    assert_eq!(
+        flagged,
+        vec![
+            ("scope_not_granted".to_string(), "new-1".to_string()),
+            ("scope_not_granted".to_string(), "new-3".to_string())
+        ]
+    );
+    assert!(!findings.contains(victim), "a finding names the erased id");
+    // verify --user finds no trace of the id.
+    place.auditlake(&["retention", "verify", "--user", victim]);
     // And the erased id is in no object under the lake root.
     let root = place.0.root_on_disk();
     assert!(

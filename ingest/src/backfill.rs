@@ -84,6 +84,7 @@ impl BackfillReport {
             t.quarantined += i.stats.quarantined;
             t.quarantine_duplicates += i.stats.quarantine_duplicates;
             t.erased += i.stats.erased;
+            t.pseudonymized += i.stats.pseudonymized;
             t.commits += i.stats.commits;
             t.files += i.stats.files;
             t.bytes += i.stats.bytes;

@@ -750,6 +750,7 @@ impl Run {
             let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
             cfg.metrics.update(&name, |c| {
                 c.erased += out.erased;
+                c.pseudonymized += out.pseudonymized;
                 c.stored += out.rows;
                 c.quarantined += out.quarantined;
                 c.flushes += 1;

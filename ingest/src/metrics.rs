@@ -23,6 +23,8 @@ pub struct TopicCounters {
     pub quarantined: u64,
     /// Rows dropped because their user was erased.
     pub erased: u64,
+    /// Rows of erased users after their erasure, stored under the pseudonym.
+    pub pseudonymized: u64,
     /// Flushes (Delta commits of this topic).
     pub flushes: u64,
     /// Rows of the last flush.
@@ -92,7 +94,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let topics = self.topics.lock().expect("metrics lock").clone();
-        let series: [Series; 9] = [
+        let series: [Series; 10] = [
             (
                 "auditlake_ingest_messages_consumed_total",
                 "counter",
@@ -122,6 +124,12 @@ impl Metrics {
                 "counter",
                 "Rows dropped because their user was erased.",
                 |c| c.erased as f64,
+            ),
+            (
+                "auditlake_ingest_rows_pseudonymized_total",
+                "counter",
+                "Rows of erased users dated after their erasure, stored under the pseudonym.",
+                |c| c.pseudonymized as f64,
             ),
             (
                 "auditlake_ingest_flushes_total",

@@ -44,6 +44,8 @@ pub struct SinkStats {
     pub quarantine_duplicates: u64,
     /// Rows dropped because their user was erased (erasure tombstones).
     pub erased: u64,
+    /// Rows of erased users after their erasure, stored under the pseudonym.
+    pub pseudonymized: u64,
     /// Delta commits made.
     pub commits: u64,
     /// Data files written.
@@ -61,6 +63,8 @@ pub struct FlushOutcome {
     pub quarantined: u64,
     /// Rows dropped because their user was erased.
     pub erased: u64,
+    /// Rows of erased users after their erasure, stored under the pseudonym.
+    pub pseudonymized: u64,
     /// Files and bytes written.
     pub files: u64,
     /// Bytes written.
@@ -342,6 +346,7 @@ impl TopicSink {
         self.stats.stored += out.rows;
         self.stats.quarantined += out.quarantined;
         self.stats.erased += out.erased;
+        self.stats.pseudonymized += out.pseudonymized;
         self.stats.commits += out.commits;
         self.stats.files += out.files;
         self.stats.bytes += out.bytes;
@@ -459,12 +464,14 @@ impl FlushJob {
         self.events.iter().map(Pending::rows).sum()
     }
 
-    /// Drops erased users' rows, sorts the events for pruning, commits the
-    /// quarantine rows, then the events with the txns.
+    /// Drops (or pseudonymizes) erased users' rows, sorts the events for
+    /// pruning, commits the quarantine rows, then the events with the txns.
     pub async fn run(mut self) -> Result<FlushOutcome> {
         let started = Instant::now();
+        let (erased, pseudonymized) = self.apply_erasures().await?;
         let mut out = FlushOutcome {
-            erased: self.drop_erased().await?,
+            erased,
+            pseudonymized,
             ..FlushOutcome::default()
         };
         let mut base = self.quarantine_base;
@@ -577,26 +584,32 @@ impl FlushJob {
         Ok(out)
     }
 
-    /// Drops rows (and quarantined messages) of erased users. The tombstones
-    /// are read again at every flush, so an erase that runs beside ingest
-    /// stops it writing the user's rows from its next commit on, and a replay
-    /// of Kafka from offset 0 never writes them back.
-    async fn drop_erased(&mut self) -> Result<u64> {
+    /// Applies the erasures to the flush: rows (and quarantined messages) of
+    /// erased users up to their erasure are dropped, later rows are kept
+    /// under the user's pseudonym. The tombstones are read again at every
+    /// flush, so an erase that runs beside ingest stops it writing the user's
+    /// id from its next commit on, and a replay of Kafka from offset 0 never
+    /// writes the erased rows back. Returns (dropped, pseudonymized).
+    async fn apply_erasures(&mut self) -> Result<(u64, u64)> {
         if self.events.is_empty() && self.quarantine.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let erased = load_erased(&self.lake).await?;
         if erased.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
-        let mut dropped = 0;
+        let (mut dropped, mut pseudonymized) = (0, 0);
         let table = self.topic.table();
         let mut kept = Vec::with_capacity(self.events.len());
         for pending in std::mem::take(&mut self.events) {
-            let (events, n) = erased.retain_batch(table, pending.materialize()?)?;
-            dropped += n;
-            if events.num_rows() > 0 {
-                kept.push(Pending { events, keep: None });
+            let applied = erased.apply_to_incoming(table, pending.materialize()?)?;
+            dropped += applied.dropped;
+            pseudonymized += applied.pseudonymized;
+            if applied.batch.num_rows() > 0 {
+                kept.push(Pending {
+                    events: applied.batch,
+                    keep: None,
+                });
             }
         }
         self.events = kept;
@@ -612,7 +625,14 @@ impl FlushJob {
         if dropped > 0 {
             tracing::info!(table, dropped, "dropped rows of erased users");
         }
-        Ok(dropped as u64)
+        if pseudonymized > 0 {
+            tracing::warn!(
+                table,
+                pseudonymized,
+                "rows of erased users dated after their erasure: stored under the pseudonym 'erased:<user_hash>'"
+            );
+        }
+        Ok((dropped as u64, pseudonymized as u64))
     }
 }
 

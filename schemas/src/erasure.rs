@@ -5,7 +5,8 @@
 //! retention erase --user U  --> append_tombstones(lake, [Tombstone{ hash: key.hash(U), .. }])
 //!                                 table `erasures`, one row per erasure, append-only
 //! ingest (every flush)      --> load_erased(lake) -> ErasedUsers
-//!                                 .retain_batch(table, batch)  drops the erased users' rows
+//!                                 .apply_to_incoming(table, batch)  drops the erased rows,
+//!                                   pseudonymizes the user's events after the erasure
 //!                                 .covers(app, user) / .mentioned_in(raw)  for single messages
 //! ```
 //!
@@ -20,9 +21,15 @@
 //! with a different key: an ingest with the wrong key would otherwise write
 //! erased users back.
 //!
-//! A tombstone is permanent: ingest drops every event of an erased user (for
-//! one app when the erasure named one), whatever its time, so replaying a topic
-//! from offset 0 never brings the user back.
+//! A tombstone is permanent, and splits the user's events at its `erased_at`
+//! (for one app when the erasure named one). Events at or before it are the
+//! erased data: ingest drops them, so replaying a topic from offset 0 never
+//! brings the user back. Events after it are new accesses the platform must
+//! still audit (an app reading an erased user's data is exactly what the
+//! security team needs to see): ingest stores them under the user's
+//! [`pseudonym`], `erased:` followed by the keyed hash, never the id. Every
+//! rule works on the pseudonym as on an id, and it joins to
+//! `erasures.user_hash`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -51,6 +58,15 @@ pub const KEY_OBJECT: &str = "_auditlake/erasure.key";
 /// Bytes of a generated key.
 pub const KEY_BYTES: usize = 32;
 const MIN_KEY_BYTES: usize = 16;
+/// What a [`pseudonym`] starts with.
+pub const PSEUDONYM_PREFIX: &str = "erased:";
+
+/// The `user_id` ingest stores, in place of an erased user's id, on events
+/// after the erasure: `erased:` and the hex keyed hash (the tombstone's
+/// `user_hash`).
+pub fn pseudonym(hash: &UserHash) -> String {
+    format!("{PSEUDONYM_PREFIX}{hash}")
+}
 
 /// Schema of `erasures`: one row per erasure.
 ///
@@ -385,7 +401,20 @@ pub struct ErasedUsers {
     everywhere: HashSet<UserHash>,
     /// Erased from some apps only.
     by_app: HashMap<UserHash, HashSet<String>>,
+    /// The latest `erased_at` of each (user, app) erasure; app `None`: every app.
+    erased_at: HashMap<(UserHash, Option<String>), i64>,
     tombstones: usize,
+}
+
+/// A batch arriving at ingest after [`ErasedUsers::apply_to_incoming`].
+#[derive(Debug)]
+pub struct Applied {
+    /// The rows to store.
+    pub batch: RecordBatch,
+    /// Rows of erased users at or before their erasure: dropped.
+    pub dropped: usize,
+    /// Rows of erased users after their erasure: kept under the pseudonym.
+    pub pseudonymized: usize,
 }
 
 impl ErasedUsers {
@@ -402,6 +431,11 @@ impl ErasedUsers {
             ..Self::default()
         };
         for t in tombstones {
+            let at = out
+                .erased_at
+                .entry((t.user_hash, t.app_id.clone()))
+                .or_insert(t.erased_at);
+            *at = (*at).max(t.erased_at);
             match &t.app_id {
                 None => {
                     out.everywhere.insert(t.user_hash);
@@ -470,6 +504,14 @@ impl ErasedUsers {
             }
     }
 
+    /// When the latest erasure covering a row of (`app_id`, user) was
+    /// ordered; `None` when no erasure covers it.
+    pub fn erased_at(&self, app_id: Option<&str>, hash: &UserHash) -> Option<i64> {
+        let everywhere = self.erased_at.get(&(*hash, None)).copied();
+        let this_app = app_id.and_then(|a| self.erased_at.get(&(*hash, Some(a.to_string()))));
+        everywhere.max(this_app.copied())
+    }
+
     /// Whether any erasure (from every app or from some) names this hash.
     pub fn names_hash(&self, hash: &UserHash) -> bool {
         self.everywhere.contains(hash) || self.by_app.contains_key(hash)
@@ -520,28 +562,13 @@ impl ErasedUsers {
                     .collect(),
             ));
         }
-        let Some(users) = batch.column_by_name("user_id") else {
+        let Some(rows) = UserColumns::of(batch)? else {
             return Ok(None);
         };
-        let users = arrow::compute::cast(users, &DataType::Utf8)?;
-        let users = users.as_string::<i32>();
-        let apps = match batch.column_by_name("app_id") {
-            Some(a) => Some(arrow::compute::cast(a, &DataType::Utf8)?),
-            None => None,
-        };
-        let apps = apps.as_ref().map(|a| a.as_string::<i32>());
-        let mut cache: HashMap<&str, UserHash> = HashMap::new();
-        let mut out = Vec::with_capacity(users.len());
-        for i in 0..users.len() {
-            if !users.is_valid(i) {
-                out.push(Some(false));
-                continue;
-            }
-            let u = users.value(i);
-            let h = *cache.entry(u).or_insert_with(|| key.hash(u));
-            let app = apps.and_then(|a| a.is_valid(i).then(|| a.value(i)));
-            out.push(Some(self.covers_hash(app, &h)));
-        }
+        let mut out = Vec::with_capacity(batch.num_rows());
+        rows.for_each(key, |_, row| {
+            out.push(Some(row.is_some_and(|(h, app)| self.covers_hash(app, h))))
+        });
         Ok(Some(out.into_iter().collect()))
     }
 
@@ -556,6 +583,116 @@ impl ErasedUsers {
         }
         let keep = arrow::compute::not(&doomed)?;
         Ok((arrow::compute::filter_record_batch(&batch, &keep)?, dropped))
+    }
+}
+
+impl ErasedUsers {
+    /// What ingest stores of a batch of `table` (a topic's table or
+    /// `quarantine`): rows of erased users whose `event_time` is at or before
+    /// the erasure are dropped, later ones keep every field but the id, which
+    /// becomes the [`pseudonym`]. Quarantined messages that mention an erased
+    /// user are dropped whatever their time (their time is not known to be
+    /// valid), as are rows of a table without `event_time`.
+    pub fn apply_to_incoming(&self, table: &str, batch: RecordBatch) -> Result<Applied> {
+        let unchanged = |batch| Applied {
+            batch,
+            dropped: 0,
+            pseudonymized: 0,
+        };
+        let (Some(key), Some(rows), Some(times)) = (
+            self.key.as_ref().filter(|_| !self.is_empty()),
+            UserColumns::of(&batch)?,
+            batch
+                .column_by_name("event_time")
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()),
+        ) else {
+            let (batch, dropped) = self.retain_batch(table, batch)?;
+            return Ok(Applied {
+                dropped,
+                ..unchanged(batch)
+            });
+        };
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut renamed: Vec<(usize, String)> = Vec::new();
+        rows.for_each(key, |i, row| {
+            match row.and_then(|(h, app)| Some((h, self.erased_at(app, h)?))) {
+                Some((_, at)) if times.is_null(i) || times.value(i) <= at => keep.push(false),
+                Some((h, _)) => {
+                    renamed.push((i, pseudonym(h)));
+                    keep.push(true);
+                }
+                None => keep.push(true),
+            }
+        });
+        let pseudonymized = renamed.len();
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped == 0 && pseudonymized == 0 {
+            return Ok(unchanged(batch));
+        }
+        let mut batch = batch;
+        if pseudonymized > 0 {
+            let users = rows.users.as_string::<i32>();
+            let mut ids: Vec<Option<&str>> = users.iter().collect();
+            for (i, p) in &renamed {
+                ids[*i] = Some(p);
+            }
+            let idx = batch.schema().index_of("user_id")?;
+            let user_type = batch.column(idx).data_type().clone();
+            let column: ArrayRef = Arc::new(StringArray::from(ids));
+            let mut columns = batch.columns().to_vec();
+            columns[idx] = arrow::compute::cast(&column, &user_type)?;
+            batch = RecordBatch::try_new(batch.schema(), columns)?;
+        }
+        if dropped > 0 {
+            batch = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))?;
+        }
+        Ok(Applied {
+            batch,
+            dropped,
+            pseudonymized,
+        })
+    }
+}
+
+/// A batch's `user_id` and `app_id` as UTF-8, to hash each row's user.
+struct UserColumns {
+    users: ArrayRef,
+    apps: Option<ArrayRef>,
+}
+
+impl UserColumns {
+    /// `None` when the batch has no `user_id`.
+    fn of(batch: &RecordBatch) -> Result<Option<Self>> {
+        let Some(users) = batch.column_by_name("user_id") else {
+            return Ok(None);
+        };
+        let utf8 = |a: &ArrayRef| arrow::compute::cast(a, &DataType::Utf8);
+        Ok(Some(Self {
+            users: utf8(users)?,
+            apps: batch.column_by_name("app_id").map(utf8).transpose()?,
+        }))
+    }
+
+    /// Calls `f(row, Some((hash, app)))` for each row, `f(row, None)` where
+    /// `user_id` is null; each distinct user is hashed once.
+    fn for_each(
+        &self,
+        key: &ErasureKey,
+        mut f: impl FnMut(usize, Option<(&UserHash, Option<&str>)>),
+    ) {
+        let users = self.users.as_string::<i32>();
+        let apps = self.apps.as_ref().map(|a| a.as_string::<i32>());
+        let mut cache: HashMap<&str, UserHash> = HashMap::new();
+        for i in 0..users.len() {
+            if !users.is_valid(i) {
+                f(i, None);
+                continue;
+            }
+            let u = users.value(i);
+            let h = *cache.entry(u).or_insert_with(|| key.hash(u));
+            let app = apps.and_then(|a| a.is_valid(i).then(|| a.value(i)));
+            f(i, Some((&h, app)));
+        }
     }
 }
 
@@ -695,6 +832,87 @@ mod tests {
         .unwrap();
         let (kept, dropped) = users.retain_batch(tables::API_ACCESS, batch).unwrap();
         assert_eq!((kept.num_rows(), dropped), (2, 1));
+    }
+
+    #[test]
+    fn events_after_the_erasure_are_kept_under_the_pseudonym() {
+        let k = key();
+        let users = ErasedUsers::from_tombstones(
+            k.clone(),
+            &[
+                Tombstone::new(&k, "u-1", None, None, 100),
+                Tombstone::new(&k, "u-2", Some("a"), None, 200),
+            ],
+        );
+        let rows = [
+            // (app, user, time): what happens
+            ("a", Some("u-1"), 50),  // dropped: before u-1's erasure
+            ("b", Some("u-1"), 100), // dropped: at it
+            ("b", Some("u-1"), 101), // pseudonym
+            ("a", Some("u-2"), 150), // dropped: before u-2's erasure from a
+            ("a", Some("u-2"), 250), // pseudonym
+            ("b", Some("u-2"), 150), // kept: u-2 was erased from a only
+            ("a", None, 10),         // kept
+            ("a", Some("u-3"), 10),  // kept
+        ];
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "app_id",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "user_id",
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))) as ArrayRef,
+            ),
+            (
+                "event_time",
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let out = users.apply_to_incoming(tables::API_ACCESS, batch).unwrap();
+        assert_eq!((out.dropped, out.pseudonymized), (3, 2));
+        let ids: Vec<Option<String>> = out
+            .batch
+            .column_by_name("user_id")
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|u| u.map(str::to_string))
+            .collect();
+        let p1 = pseudonym(&k.hash("u-1"));
+        let p2 = pseudonym(&k.hash("u-2"));
+        assert!(p1.starts_with("erased:") && !p1.contains("u-1"));
+        assert_eq!(
+            ids,
+            vec![
+                Some(p1),
+                Some(p2),
+                Some("u-2".into()),
+                None,
+                Some("u-3".into())
+            ]
+        );
+        // The pseudonym is no erased user: a sweep leaves it, ingest again keeps it.
+        let again = users
+            .apply_to_incoming(tables::API_ACCESS, out.batch)
+            .unwrap();
+        assert_eq!((again.dropped, again.pseudonymized), (0, 0));
+        // Quarantined messages naming an erased user are dropped whatever their time.
+        let quarantined = RecordBatch::try_from_iter(vec![(
+            "raw",
+            Arc::new(arrow::array::BinaryArray::from_vec(vec![
+                br#"{"user_id":"u-1","event_time":"2099-01-01T00:00:00Z""#.as_slice(),
+                b"{}",
+            ])) as ArrayRef,
+        )])
+        .unwrap();
+        let out = users
+            .apply_to_incoming(tables::QUARANTINE, quarantined)
+            .unwrap();
+        assert_eq!((out.batch.num_rows(), out.dropped), (1, 1));
     }
 
     #[tokio::test]

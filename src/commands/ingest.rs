@@ -312,6 +312,21 @@ pub async fn backfill(
     Ok(job.execute().await?)
 }
 
+/// The summary's part on erased users: rows dropped, rows kept under the
+/// pseudonym (events after the erasure).
+fn erasure_summary(erased: u64, pseudonymized: u64) -> String {
+    let mut out = String::new();
+    if erased > 0 {
+        out += &format!(", {erased} rows of erased users dropped");
+    }
+    if pseudonymized > 0 {
+        out += &format!(
+            ", {pseudonymized} rows of erased users dated after the erasure stored under their pseudonym"
+        );
+    }
+    out
+}
+
 /// The one-line summary: events read, stored, duplicates, quarantined, files, bytes, seconds.
 pub fn print_summary(report: &BackfillReport) {
     let t = report.totals();
@@ -323,11 +338,7 @@ pub fn print_summary(report: &BackfillReport) {
         t.duplicates,
         t.quarantined,
         t.quarantine_duplicates,
-        if t.erased > 0 {
-            format!(", {} rows of erased users dropped", t.erased)
-        } else {
-            String::new()
-        },
+        erasure_summary(t.erased, t.pseudonymized),
         t.files,
         t.bytes,
         report.seconds,
