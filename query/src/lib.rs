@@ -24,7 +24,9 @@ pub mod views;
 
 pub use error::{Error, Result};
 pub use output::{Format, write_batches};
-pub use session::{discover_tables, open_session, register_lake, run_sql, session, session_config};
+pub use session::{
+    CATALOG, discover_tables, open_session, register_lake, run_sql, session, session_config,
+};
 
 pub use detect::{Detect, Findings, Metrics};
 pub use obligations::ObligationPolicy;

@@ -13,6 +13,10 @@ use futures::TryStreamExt;
 use crate::Result;
 use crate::scan::{LAKE_STORE_URL, LakeScan};
 
+/// The catalog the lake's tables are in (`current_database()` over
+/// `serve`, `table_catalog` in `information_schema`).
+pub const CATALOG: &str = "auditlake";
+
 /// Session settings tuned for the lake (measured with `benches/bench.py`):
 ///
 /// - filter pushdown into the Parquet scan: point lookups by user ~7x faster;
@@ -30,7 +34,7 @@ use crate::scan::{LAKE_STORE_URL, LakeScan};
 pub fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
-        .with_default_catalog_and_schema("datafusion", "public");
+        .with_default_catalog_and_schema(CATALOG, "public");
     let opts = config.options_mut();
     opts.execution.parquet.pushdown_filters = true;
     opts.execution.parquet.reorder_filters = true;

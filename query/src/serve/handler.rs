@@ -130,7 +130,7 @@ impl SimpleQueryHandler for LakeService {
         tracing::debug!(query, "simple query");
         let statements = self
             .sql_parser
-            .parse(query)
+            .parse(&super::pg_compat::rewrite_client_query(query))
             .map_err(|e| pg_error(e.into()))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);

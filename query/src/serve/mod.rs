@@ -33,6 +33,7 @@ pub mod catalog;
 pub mod exec;
 pub mod handler;
 pub mod memory;
+pub mod pg_compat;
 pub mod policy;
 pub mod slice;
 
@@ -278,10 +279,11 @@ impl Server {
         let ctx = Arc::new(SessionContext::new_with_state(state));
         let lake_schema = Arc::new(LakeSchema::new(lake, runtime));
         lake_schema.refresh_names().await;
-        ctx.catalog("datafusion")
+        ctx.catalog(crate::CATALOG)
             .ok_or_else(|| Error::Config("the default catalog is missing".to_string()))?
             .register_schema("public", lake_schema.clone())?;
-        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider).map_err(|e| *e)?;
+        setup_pg_catalog(&ctx, crate::CATALOG, EmptyContextProvider).map_err(|e| *e)?;
+        pg_compat::register(&ctx);
 
         let cancels = Arc::new(Cancels::default());
         let limits = Limits {
