@@ -150,24 +150,27 @@ async fn replay_after_erase(place: Place) {
         victim,
         "--reason",
         "user_request",
-        "--now",
-        "2026-11-25T00:00:00Z",
     ]);
     let after_erase = place.n("SELECT count(*) AS n FROM api_access");
     assert_eq!(after_erase, total as i64 - theirs);
 
-    // After the erasure the gateway keeps sending: one late event of before
-    // it (erased data: dropped), and new accesses (kept under the pseudonym).
-    // The user grants app-0 again at 01:00, so app-0's access at 02:00 is
-    // lawful; the ones at 00:30 (app-0) and 03:00 (app-1) are not.
+    // The erasure took effect now (the wall clock). After it the gateway
+    // keeps sending: one late event of before it (erased data: dropped), and
+    // new accesses (kept under the pseudonym). The user grants app-0 again
+    // at +2h, so app-0's access at +3h is lawful; the ones at +1h (app-0)
+    // and +4h (app-1) are not.
+    let at = |hours: i64| {
+        (chrono::Utc::now() + chrono::TimeDelta::hours(hours))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
     produce(
         &brokers,
         "api-access",
         vec![
             access_at("late-1", "2026-11-21T10:00:00Z", 0, victim),
-            access_at("new-1", "2026-11-26T00:30:00Z", 0, victim),
-            access_at("new-2", "2026-11-26T02:00:00Z", 0, victim),
-            access_at("new-3", "2026-11-26T03:00:00Z", 1, victim),
+            access_at("new-1", &at(1), 0, victim),
+            access_at("new-2", &at(3), 0, victim),
+            access_at("new-3", &at(4), 1, victim),
         ],
     )
     .await;
@@ -175,7 +178,8 @@ async fn replay_after_erase(place: Place) {
         &brokers,
         "grants",
         vec![format!(
-            r#"{{"event_id":"g-new","event_time":"2026-11-26T01:00:00Z","app_id":"app-0","user_id":"{victim}","action":"grant","scopes":["order.read"]}}"#
+            r#"{{"event_id":"g-new","event_time":"{}","app_id":"app-0","user_id":"{victim}","action":"grant","scopes":["order.read"]}}"#,
+            at(2)
         )],
     )
     .await;
@@ -227,13 +231,7 @@ async fn replay_after_erase(place: Place) {
     );
     // The rules see the pseudonym as a user: the two accesses without a grant
     // in force are findings, the one after the new grant is not.
-    let findings = place.auditlake(&[
-        "detect",
-        "--now",
-        "2026-11-27T00:00:00Z",
-        "--format",
-        "jsonl",
-    ]);
+    let findings = place.auditlake(&["detect", "--now", &at(24), "--format", "jsonl"]);
     let mut flagged: Vec<(String, String)> = findings
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -260,6 +258,23 @@ async fn replay_after_erase(place: Place) {
     assert!(!findings.contains(victim), "a finding names the erased id");
     // verify --user finds no trace of the id.
     place.auditlake(&["retention", "verify", "--user", victim]);
+
+    // Erasing the user again (as of a day later) removes the rows stored
+    // under the pseudonym too, and moves the split: another replay brings
+    // none of them back.
+    place.auditlake(&["retention", "erase", "--user", victim, "--now", &at(24)]);
+    let theirs_now = format!(
+        "SELECT count(*) AS n FROM api_access WHERE user_id = '{victim}' OR user_id LIKE 'erased:%'"
+    );
+    assert_eq!(place.n(&theirs_now), 0);
+    place.ingest_to_idle(&brokers, "replay-2", &["--replay-from-beginning"]);
+    assert_eq!(place.n(&theirs_now), 0);
+    assert_eq!(place.n("SELECT count(*) AS n FROM api_access"), after_erase);
+    assert_eq!(
+        place.n("SELECT count(*) AS n FROM grants WHERE user_id LIKE 'erased:%'"),
+        0
+    );
+    assert_eq!(place.n("SELECT count(*) AS n FROM erasures"), 2);
     // And the erased id is in no object under the lake root.
     let root = place.0.root_on_disk();
     assert!(

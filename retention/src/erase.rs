@@ -2,14 +2,16 @@
 //! from every table, physically, and prove it.
 //!
 //! ```text
-//! 1. tombstone  keyed hash into `erasures` (so ingest stops writing the
-//!               user's rows and a Kafka replay cannot bring them back),
-//!               committed while step 2 reads and writes; no rewrite commits
-//!               before it
+//! 1. tombstone  keyed hash into `erasures`, effective at the later of
+//!               `now` and the wall clock (ingest drops the user's events up
+//!               to then, so a Kafka replay cannot bring them back, and
+//!               stores later ones under the pseudonym), committed while
+//!               step 2 reads and writes; no rewrite commits before it
 //! 2. rewrite    per table, all tables at once, files in parallel: files
 //!               whose statistics may hold the user (min <= id <= max on
 //!               user_id / app_id; quarantine: all), rewritten without the
-//!               user's rows in one commit that names no id; repeated until
+//!               user's rows (those under the pseudonym since an earlier
+//!               erasure too) in one commit that names no id; repeated until
 //!               a pass finds nothing (rows a concurrent ingest appended
 //!               before it saw the tombstone). Rows a legal hold covers are
 //!               kept and counted: the erasure stays pending for them
@@ -44,7 +46,7 @@ use crate::scan::Depth;
 use crate::verify::{Verify, VerifyReport};
 use crate::{Error, NoProgress, Progress, Result, retry};
 use auditlake_schemas::Lake;
-use auditlake_schemas::erasure::{self, ErasureKey, Tombstone};
+use auditlake_schemas::erasure::{self, ErasureKey, Tombstone, UserHash};
 use auditlake_schemas::lake::WriteOptions;
 
 /// Rewrite passes per table before giving up on a concurrent writer that
@@ -219,24 +221,43 @@ impl Erase {
             .unwrap_or_default();
         let mut metrics = EraseMetrics::default();
 
-        // 1. Tombstone (reusing an earlier one for the same user and app).
+        // 1. Tombstone. It takes effect at the later of `now` and the wall
+        // clock: every row the rewrite removes is dated before it (unless a
+        // producer's clock runs ahead), so a replay drops them all instead of
+        // bringing them back under the pseudonym. An earlier tombstone of the
+        // same user and app that reaches as far is reused (a rerun after a
+        // crash); otherwise a new one moves the split forward (erasing a
+        // user again removes the rows stored under the pseudonym meanwhile).
         let key = ErasureKey::load_or_create(lake).await?;
-        let hash = key.hash(&self.user);
-        let existing = erasure::read_tombstones(lake)
+        let tombstones: Vec<Tombstone> = erasure::read_tombstones(lake)
             .await?
             .into_iter()
             .map(|(t, _)| t)
-            .find(|t| t.user_hash == hash && t.app_id == self.app);
+            .collect();
+        let hash = match erasure::parse_pseudonym(&self.user) {
+            // An erased user named by the pseudonym (the id is not known).
+            Some(h) if tombstones.iter().any(|t| t.user_hash == h) => h,
+            Some(_) => {
+                return Err(Error::Usage(format!(
+                    "--user {} looks like a pseudonym but no erasure of the lake has that hash",
+                    self.user
+                )));
+            }
+            None => key.hash(&self.user),
+        };
+        let erased_at = self
+            .wall_now
+            .map_or(self.now, |w| w.max(self.now))
+            .timestamp_micros();
+        let existing = tombstones
+            .into_iter()
+            .filter(|t| t.user_hash == hash && t.app_id == self.app)
+            .max_by_key(|t| t.erased_at)
+            .filter(|t| t.erased_at >= erased_at);
         let (tombstone, is_new) = match existing {
             Some(t) => (t, false),
             None => (
-                Tombstone::new(
-                    &key,
-                    &self.user,
-                    self.app.as_deref(),
-                    self.reason.as_deref(),
-                    self.now.timestamp_micros(),
-                ),
+                Tombstone::of_hash(hash, self.app.as_deref(), self.reason.as_deref(), erased_at),
                 true,
             ),
         };
@@ -274,11 +295,10 @@ impl Erase {
             dry_run: false,
         };
         self.progress.start("erase", USER_TABLES.len() as u64);
-        let tables = futures::future::try_join_all(
-            USER_TABLES
-                .iter()
-                .map(|table| self.erase_table(table, &holds, &meta, &opts, tomb_rx.clone())),
-        );
+        let tables =
+            futures::future::try_join_all(USER_TABLES.iter().map(|table| {
+                self.erase_table(table, &hash, &holds, &meta, &opts, tomb_rx.clone())
+            }));
         let (tombstoned, done) = futures::future::join(write_tombstone, tables).await;
         tombstoned?;
         let done = done?;
@@ -421,7 +441,8 @@ impl Erase {
             tracing::warn!(
                 user_hash = %hash,
                 "no row of this user was found in the lake; the tombstone stands all the same \
-                 (ingest drops every later event naming the id), so check the id was not mistyped"
+                 (ingest drops the id's events dated up to now and stores later ones under \
+                 the pseudonym), so check the id was not mistyped"
             );
         }
         Ok((
@@ -442,6 +463,7 @@ impl Erase {
     async fn erase_table(
         &self,
         table: &'static str,
+        hash: &UserHash,
         holds: &[crate::policy::Hold],
         meta: &HashMap<String, serde_json::Value>,
         opts: &PurgeOptions,
@@ -449,12 +471,12 @@ impl Erase {
     ) -> Result<TableDone> {
         let started = Instant::now();
         let lake = &self.lake;
-        let filter = Arc::new(UserFilter::new(
-            table,
-            &self.user,
-            self.app.as_deref(),
-            holds.to_vec(),
-        ));
+        let mut filter = UserFilter::new(table, &self.user, self.app.as_deref(), holds.to_vec());
+        if erasure::parse_pseudonym(&self.user).is_none() {
+            // Rows stored under the pseudonym since an earlier erasure go too.
+            filter.pseudonym = Some(erasure::pseudonym(hash));
+        }
+        let filter = Arc::new(filter);
         let mut total = RewriteMetrics::default();
         let mut size = None;
         // Files already read (or written by a pass): a later pass only

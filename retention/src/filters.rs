@@ -165,6 +165,9 @@ pub struct UserFilter {
     pub user: String,
     /// Only this app's rows.
     pub app: Option<String>,
+    /// The user's pseudonym (`erased:<hash>`): rows stored under it since an
+    /// earlier erasure are the user's too.
+    pub pseudonym: Option<String>,
     /// Holds: covered rows are never doomed (they are counted instead).
     pub holds: Vec<Hold>,
     /// The user's rows kept because a hold covers them: per file read, the
@@ -180,6 +183,7 @@ impl UserFilter {
             table: table.to_string(),
             user: user.to_string(),
             app: app.map(str::to_string),
+            pseudonym: None,
             holds,
             held: Default::default(),
         }
@@ -202,11 +206,16 @@ impl UserFilter {
         if self.table == tables::QUARANTINE {
             return true;
         }
-        file.may_hold("user_id", &self.user)
+        self.ids().any(|id| file.may_hold("user_id", id))
             && self
                 .app
                 .as_deref()
                 .is_none_or(|a| file.may_hold("app_id", a))
+    }
+
+    /// The ids the user's rows carry: the id, and the pseudonym if any.
+    fn ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.user.as_str()).chain(self.pseudonym.as_deref())
     }
 
     /// The user's rows in `batch`, and among them the held ones.
@@ -215,7 +224,7 @@ impl UserFilter {
         let mut doomed = Vec::with_capacity(batch.num_rows());
         let mut held = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
-            let mine = c.is_users(i, &self.user, self.app.as_deref());
+            let mine = self.ids().any(|id| c.is_users(i, id, self.app.as_deref()));
             let h = mine && c.held_by(i, &self.holds).is_some();
             doomed.push(Some(mine && !h));
             held.push(Some(h));
@@ -257,7 +266,9 @@ impl RowFilter for UserFilter {
             Some(Statistics::ByteArray(s)) => match (s.min_bytes_opt(), s.max_bytes_opt()) {
                 // Bounds (a truncated maximum is rounded up): the user's rows
                 // can only lie between them.
-                (Some(lo), Some(hi)) => lo <= self.user.as_bytes() && self.user.as_bytes() <= hi,
+                (Some(lo), Some(hi)) => self
+                    .ids()
+                    .any(|id| lo <= id.as_bytes() && id.as_bytes() <= hi),
                 // No bounds: every value null, or no statistics kept.
                 _ => s.null_count_opt() != u64::try_from(group.num_rows()).ok(),
             },

@@ -68,6 +68,11 @@ pub fn pseudonym(hash: &UserHash) -> String {
     format!("{PSEUDONYM_PREFIX}{hash}")
 }
 
+/// The keyed hash a [`pseudonym`] stands for; `None` if `id` is not one.
+pub fn parse_pseudonym(id: &str) -> Option<UserHash> {
+    id.strip_prefix(PSEUDONYM_PREFIX)?.parse().ok()
+}
+
 /// Schema of `erasures`: one row per erasure.
 ///
 /// `user_hash` is the hex HMAC-SHA256 of the user id under the key whose id is
@@ -240,7 +245,9 @@ pub struct Tombstone {
     pub app_id: Option<String>,
     /// Why (`user_request`, `platform_order`, ...), free text.
     pub reason: Option<String>,
-    /// When the erasure was ordered (UTC microseconds).
+    /// When the erasure took effect (UTC microseconds): the later of the
+    /// erase's `--now` and the wall clock. The user's events dated at or
+    /// before it are erased data; later ones are new (see the module doc).
     pub erased_at: i64,
 }
 
@@ -254,7 +261,17 @@ impl Tombstone {
         reason: Option<&str>,
         erased_at: i64,
     ) -> Self {
-        let user_hash = key.hash(user_id);
+        Self::of_hash(key.hash(user_id), app_id, reason, erased_at)
+    }
+
+    /// A tombstone for the user whose keyed hash is `user_hash` (an erasure
+    /// named by the user's [`pseudonym`]).
+    pub fn of_hash(
+        user_hash: UserHash,
+        app_id: Option<&str>,
+        reason: Option<&str>,
+        erased_at: i64,
+    ) -> Self {
         let mut h = Sha256::new();
         h.update(user_hash.0);
         h.update(app_id.unwrap_or("").as_bytes());
@@ -401,8 +418,10 @@ pub struct ErasedUsers {
     everywhere: HashSet<UserHash>,
     /// Erased from some apps only.
     by_app: HashMap<UserHash, HashSet<String>>,
-    /// The latest `erased_at` of each (user, app) erasure; app `None`: every app.
-    erased_at: HashMap<(UserHash, Option<String>), i64>,
+    /// The latest `erased_at` of each user's erasure from every app.
+    everywhere_at: HashMap<UserHash, i64>,
+    /// The latest `erased_at` of each user's erasure from one app, per app.
+    by_app_at: HashMap<UserHash, HashMap<String, i64>>,
     tombstones: usize,
 }
 
@@ -431,10 +450,15 @@ impl ErasedUsers {
             ..Self::default()
         };
         for t in tombstones {
-            let at = out
-                .erased_at
-                .entry((t.user_hash, t.app_id.clone()))
-                .or_insert(t.erased_at);
+            let at = match &t.app_id {
+                None => out.everywhere_at.entry(t.user_hash).or_insert(t.erased_at),
+                Some(app) => out
+                    .by_app_at
+                    .entry(t.user_hash)
+                    .or_default()
+                    .entry(app.clone())
+                    .or_insert(t.erased_at),
+            };
             *at = (*at).max(t.erased_at);
             match &t.app_id {
                 None => {
@@ -507,9 +531,9 @@ impl ErasedUsers {
     /// When the latest erasure covering a row of (`app_id`, user) was
     /// ordered; `None` when no erasure covers it.
     pub fn erased_at(&self, app_id: Option<&str>, hash: &UserHash) -> Option<i64> {
-        let everywhere = self.erased_at.get(&(*hash, None)).copied();
-        let this_app = app_id.and_then(|a| self.erased_at.get(&(*hash, Some(a.to_string()))));
-        everywhere.max(this_app.copied())
+        let everywhere = self.everywhere_at.get(hash).copied();
+        let this_app = app_id.and_then(|a| self.by_app_at.get(hash)?.get(a).copied());
+        everywhere.max(this_app)
     }
 
     /// Whether any erasure (from every app or from some) names this hash.

@@ -98,8 +98,9 @@ async fn erase_leaves_no_byte_of_the_user_and_everyone_else_intact() {
             .all(|o| o.sha256.len() == 64)
     );
 
-    // A rerun (as after a crash) finds nothing more and still passes.
-    let (again, m2) = Erase::new(lake.clone(), VICTIM, now("2026-11-21T00:00:00Z"))
+    // A rerun (as after a crash) finds nothing more, reuses the tombstone
+    // and still passes.
+    let (again, m2) = Erase::new(lake.clone(), VICTIM, now("2026-11-20T00:00:00Z"))
         .execute()
         .await
         .unwrap();
@@ -107,6 +108,22 @@ async fn erase_leaves_no_byte_of_the_user_and_everyone_else_intact() {
     assert_eq!(m2.rows_removed(), 0);
     assert_eq!(again.erasure_id, outcome.erasure_id);
     assert_eq!(fixture::rows_by_user(&lake).await, expected);
+    // Erasing again as of a later time records a tombstone that reaches
+    // further (events up to then are erased data, not new accesses).
+    let (later, _) = Erase::new(lake.clone(), VICTIM, now("2026-11-21T00:00:00Z"))
+        .execute()
+        .await
+        .unwrap();
+    assert!(later.passed());
+    assert_ne!(later.erasure_id, outcome.erasure_id);
+    let erased = auditlake_schemas::erasure::load_erased(&lake)
+        .await
+        .unwrap();
+    let hash = erased.key().unwrap().hash(VICTIM);
+    assert_eq!(
+        erased.erased_at(None, &hash),
+        Some(now("2026-11-21T00:00:00Z").timestamp_micros())
+    );
 }
 
 #[tokio::test]
