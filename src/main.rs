@@ -259,6 +259,11 @@ fn main() -> ExitCode {
     // idle threads (every task the command started has been awaited).
     let code = match result {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): it has what it wanted.
+        Err(e) if commands::stdout_closed() => {
+            tracing::debug!(error = %error_report(&e), "stdout closed by its reader");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("Error: {}", error_report(&e));
             ExitCode::FAILURE

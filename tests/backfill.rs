@@ -170,6 +170,16 @@ fn bad_flags_and_missing_lakes_fail_with_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/g.jsonl"));
+    // ... and, into a lake that does not exist yet, leaves no empty lake.
+    let fresh = dir.path().join("fresh");
+    let out = Command::new(BIN)
+        .args(["ingest", "--lake", fresh.to_str().unwrap(), "--input"])
+        .arg("grants=/nonexistent/g.jsonl")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input grants=/nonexistent/g.jsonl"));
+    assert!(!fresh.exists());
 }
 
 /// A tiny `--memory-limit`: flushes at every chunk and a dedupe index that
@@ -330,4 +340,60 @@ fn concurrent_backfills_store_each_event_once() {
         )
     );
     assert_eq!(quarantined, q, "the writers' quarantined counts add up");
+}
+
+/// A backfill rerun after a sweep does not write back what the sweep
+/// deleted: the sweep leaves a retention floor (the first day it kept) that
+/// ingest honours, and verification still passes.
+#[test]
+fn a_rerun_after_a_sweep_does_not_bring_expired_days_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let lake = dir.path().join("lake");
+    let manifest = generate(&data, 7, 20000);
+    let distinct = manifest["topics"]["api-access"]["distinct_events"]
+        .as_u64()
+        .unwrap();
+    let input = format!("api-access={}", data.join("api-access.jsonl").display());
+    let ingest = [
+        "ingest",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--json",
+        "--input",
+        &input,
+    ];
+    run(&ingest);
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "[tables.api_access]\nkeep = \"5d\"\n").unwrap();
+    let now = "2026-11-12T00:00:00Z";
+    let retention = |verb: &str| {
+        run(&[
+            "retention",
+            verb,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--now",
+            now,
+        ])
+    };
+    retention("sweep");
+    let kept = n(&lake, "SELECT count(*) AS n FROM api_access");
+    assert!(kept > 0 && kept < distinct, "{kept} of {distinct}");
+    assert_eq!(
+        n(
+            &lake,
+            "SELECT count(*) AS n FROM api_access WHERE date < DATE '2026-11-07'"
+        ),
+        0
+    );
+
+    let report: serde_json::Value = serde_json::from_str(&run(&ingest)).unwrap();
+    let stats = &report["inputs"][0];
+    assert_eq!(stats["stored"].as_u64(), Some(0), "{report}");
+    assert_eq!(stats["expired"].as_u64(), Some(distinct - kept), "{report}");
+    assert_eq!(n(&lake, "SELECT count(*) AS n FROM api_access"), kept);
+    retention("verify");
 }

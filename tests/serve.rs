@@ -299,14 +299,19 @@ fn psql_logs_in_sees_the_tables_and_matches_auditlake_sql() {
     // \dt+ (sizes, descriptions), \d+ (storage options), \df (functions).
     let dt_plus = psql_ok(&server, "\\dt+");
     assert!(
-        dt_plus.lines().any(|l| l.starts_with("public|api_access|table|")),
+        dt_plus
+            .lines()
+            .any(|l| l.starts_with("public|api_access|table|")),
         "{dt_plus}"
     );
     let d_plus = psql_ok(&server, "\\d+ api_access");
     assert!(d_plus.contains("event_id|text|"), "{d_plus}");
     psql_ok(&server, "\\df");
     assert_eq!(
-        psql_ok(&server, "SELECT current_database(), pg_size_pretty(10485248)"),
+        psql_ok(
+            &server,
+            "SELECT current_database(), pg_size_pretty(10485248)"
+        ),
         "auditlake|10 MB\n"
     );
 

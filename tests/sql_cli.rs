@@ -211,3 +211,72 @@ fn a_missing_lake_is_an_error_not_a_new_directory() {
         assert!(!typo.exists(), "{args:?} created {}", typo.display());
     }
 }
+
+/// `auditlake sql ... | head -1`: the reader closing the pipe ends the
+/// command quietly with success, not with "Error: ... Broken pipe" and 1.
+#[test]
+fn a_reader_closing_the_pipe_is_not_an_error() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake(dir.path());
+    for format in ["csv", "table", "json"] {
+        let mut child = Command::new(BIN)
+            .args(["sql", "--lake", &lake, "--format", format])
+            // Far more rows than a pipe buffer holds, so writes block and fail.
+            .arg("SELECT a.* FROM api_access a CROSS JOIN (SELECT 1 FROM api_access LIMIT 20) b")
+            .env("AUDITLAKE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        // The reader is gone (the BufReader and its pipe were dropped).
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{format}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("Error"), "{format}: {stderr}");
+    }
+}
+
+/// `sql` changes nothing: writes (INSERT, COPY TO) and definitions (DROP,
+/// CREATE), which would only change this command's session while looking
+/// as if they changed the lake, are refused with a message that says so.
+#[test]
+fn writes_and_definitions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake(dir.path());
+    let before = ok(&[
+        "sql",
+        "--lake",
+        &lake,
+        "SELECT count(*) AS n FROM api_access",
+    ]);
+    let target = dir.path().join("copy.csv");
+    for statement in [
+        "INSERT INTO grants SELECT * FROM grants".to_string(),
+        format!("COPY (SELECT 1) TO '{}'", target.display()),
+        "DROP TABLE api_access".to_string(),
+        "CREATE TABLE t AS SELECT 1".to_string(),
+        "CREATE VIEW v AS SELECT 1".to_string(),
+    ] {
+        let out = auditlake(&["sql", "--lake", &lake, &statement]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{statement}: {stderr}");
+        assert!(stderr.contains("read-only"), "{statement}: {stderr}");
+    }
+    assert!(!target.exists());
+    assert_eq!(
+        ok(&[
+            "sql",
+            "--lake",
+            &lake,
+            "SELECT count(*) AS n FROM api_access"
+        ]),
+        before
+    );
+}

@@ -85,6 +85,7 @@ impl BackfillReport {
             t.quarantine_duplicates += i.stats.quarantine_duplicates;
             t.erased += i.stats.erased;
             t.pseudonymized += i.stats.pseudonymized;
+            t.expired += i.stats.expired;
             t.commits += i.stats.commits;
             t.files += i.stats.files;
             t.bytes += i.stats.bytes;

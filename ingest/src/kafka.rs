@@ -751,6 +751,7 @@ impl Run {
             cfg.metrics.update(&name, |c| {
                 c.erased += out.erased;
                 c.pseudonymized += out.pseudonymized;
+                c.expired += out.expired;
                 c.stored += out.rows;
                 c.quarantined += out.quarantined;
                 c.flushes += 1;

@@ -25,6 +25,8 @@ pub struct TopicCounters {
     pub erased: u64,
     /// Rows of erased users after their erasure, stored under the pseudonym.
     pub pseudonymized: u64,
+    /// Rows dropped as past their table's keep time.
+    pub expired: u64,
     /// Flushes (Delta commits of this topic).
     pub flushes: u64,
     /// Rows of the last flush.
@@ -94,7 +96,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let topics = self.topics.lock().expect("metrics lock").clone();
-        let series: [Series; 10] = [
+        let series: [Series; 11] = [
             (
                 "auditlake_ingest_messages_consumed_total",
                 "counter",
@@ -130,6 +132,12 @@ impl Metrics {
                 "counter",
                 "Rows of erased users dated after their erasure, stored under the pseudonym.",
                 |c| c.pseudonymized as f64,
+            ),
+            (
+                "auditlake_ingest_rows_expired_total",
+                "counter",
+                "Rows dropped as dated before the retention floor a sweep set.",
+                |c| c.expired as f64,
             ),
             (
                 "auditlake_ingest_flushes_total",

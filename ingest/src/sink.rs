@@ -22,6 +22,7 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use auditlake_schemas::TxnUpdate;
 use auditlake_schemas::erasure::load_erased;
+use auditlake_schemas::floor::RetentionFloor;
 use auditlake_schemas::lake::WriteOptions;
 use auditlake_schemas::{Decoded, Lake, Topic, tables};
 use serde::Serialize;
@@ -46,6 +47,9 @@ pub struct SinkStats {
     pub erased: u64,
     /// Rows of erased users after their erasure, stored under the pseudonym.
     pub pseudonymized: u64,
+    /// Rows dropped as past their table's keep time (dated before the
+    /// retention floor a sweep set).
+    pub expired: u64,
     /// Delta commits made.
     pub commits: u64,
     /// Data files written.
@@ -65,6 +69,8 @@ pub struct FlushOutcome {
     pub erased: u64,
     /// Rows of erased users after their erasure, stored under the pseudonym.
     pub pseudonymized: u64,
+    /// Rows dropped as past their table's keep time.
+    pub expired: u64,
     /// Files and bytes written.
     pub files: u64,
     /// Bytes written.
@@ -347,6 +353,7 @@ impl TopicSink {
         self.stats.quarantined += out.quarantined;
         self.stats.erased += out.erased;
         self.stats.pseudonymized += out.pseudonymized;
+        self.stats.expired += out.expired;
         self.stats.commits += out.commits;
         self.stats.files += out.files;
         self.stats.bytes += out.bytes;
@@ -468,10 +475,12 @@ impl FlushJob {
     /// pruning, commits the quarantine rows, then the events with the txns.
     pub async fn run(mut self) -> Result<FlushOutcome> {
         let started = Instant::now();
+        let expired = self.apply_floor().await?;
         let (erased, pseudonymized) = self.apply_erasures().await?;
         let mut out = FlushOutcome {
             erased,
             pseudonymized,
+            expired,
             ..FlushOutcome::default()
         };
         let mut base = self.quarantine_base;
@@ -582,6 +591,38 @@ impl FlushJob {
         }
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
+    }
+
+    /// Drops the events dated before their table's retention floor: a sweep
+    /// deleted those days, and a backfill rerun or a replay must not write
+    /// them back. The floor is read again at every flush (one small object).
+    async fn apply_floor(&mut self) -> Result<u64> {
+        if self.events.is_empty() {
+            return Ok(0);
+        }
+        let floor = RetentionFloor::load(&self.lake).await?;
+        let table = self.topic.table();
+        if floor.first_kept(table).is_none() {
+            return Ok(0);
+        }
+        let mut dropped = 0;
+        let mut kept = Vec::with_capacity(self.events.len());
+        for pending in std::mem::take(&mut self.events) {
+            let (events, n) = floor.retain_batch(table, pending.materialize()?)?;
+            dropped += n;
+            if events.num_rows() > 0 {
+                kept.push(Pending { events, keep: None });
+            }
+        }
+        self.events = kept;
+        if dropped > 0 {
+            tracing::info!(
+                table,
+                dropped,
+                "dropped rows past their keep time (dated before the day the last sweep kept from)"
+            );
+        }
+        Ok(dropped as u64)
     }
 
     /// Applies the erasures to the flush: rows (and quarantined messages) of

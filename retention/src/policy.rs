@@ -228,6 +228,43 @@ impl Policy {
                 ));
             }
         }
+        // Detection derives `findings` and `obligations` from the kept
+        // accesses (and deletions) at every run: swept sooner, they come back
+        // with the next `detect`, and verify reports them past retention.
+        let keep_of = |t: &str| tables_out.get(t).map(|(r, _)| r.keep);
+        for (derived, sources) in [
+            (tables::FINDINGS, &[tables::API_ACCESS][..]),
+            (
+                tables::OBLIGATIONS,
+                &[tables::API_ACCESS, tables::DELETIONS][..],
+            ),
+        ] {
+            let Some((rule, span)) = tables_out.get(derived) else {
+                continue;
+            };
+            // The sources are needed together, so the shortest bounds what
+            // detect can derive again (None: kept forever).
+            let bound = sources
+                .iter()
+                .map(|t| keep_of(t))
+                .reduce(|a, b| match (a, b) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+                .flatten();
+            if bound.is_none_or(|b| rule.keep < b) {
+                return Err(at(
+                    span.clone(),
+                    format!(
+                        "`{derived}` would be kept for less time than `{}` ({}): detect derives \
+                         it from them at every run, so swept rows would come back with the next \
+                         detect and fail verification; keep `{derived}` at least as long",
+                        sources.join("` and `"),
+                        bound.map_or("forever".to_string(), |b| format!("{}d", b.num_days())),
+                    ),
+                ));
+            }
+        }
         let tables_out: BTreeMap<String, TableRule> =
             tables_out.into_iter().map(|(n, (r, _))| (n, r)).collect();
 
@@ -580,6 +617,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/policy.example.toml");
+        let p = Policy::load(path).unwrap();
+        assert_eq!(p.tables.len(), SWEEPABLE_TABLES.len());
+        assert_eq!(p.holds.len(), 1);
+    }
+
+    #[test]
     fn a_full_policy() {
         let p = Policy::parse(
             r#"
@@ -653,6 +698,23 @@ user = "u-1"
         let (line, msg) = err("[tables.apps]\nkeep = \"3y\"\n");
         assert_eq!(line, 2);
         assert!(msg.contains("forever"), "{msg}");
+        // Findings swept sooner than the accesses detect derives them from.
+        let (line, msg) =
+            err("[tables.api_access]\nkeep = \"400d\"\n[tables.findings]\nkeep = \"7d\"\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("detect derives"), "{msg}");
+        // Obligations: bounded by the shorter of accesses and deletions.
+        let (_, msg) = err(
+            "[tables.api_access]\nkeep = \"400d\"\n[tables.deletions]\nkeep = \"30d\"\n\
+             [tables.obligations]\nkeep = \"7d\"\n",
+        );
+        assert!(msg.contains("30d"), "{msg}");
+        Policy::parse(
+            "[tables.api_access]\nkeep = \"400d\"\n[tables.deletions]\nkeep = \"30d\"\n\
+             [tables.obligations]\nkeep = \"30d\"\n[tables.findings]\nkeep = \"1y35d\"\n",
+            "p.toml",
+        )
+        .unwrap();
         // As long, or longer: fine.
         Policy::parse(
             "[tables.api_access]\nkeep = \"30d\"\n[tables.grants]\nkeep = \"30d\"\n\

@@ -39,6 +39,7 @@ use crate::verify::{Verify, VerifyReport, day_name};
 use crate::{NoProgress, Progress, Result, retry};
 use auditlake_schemas::Lake;
 use auditlake_schemas::erasure::{self, ErasedUsers};
+use auditlake_schemas::floor::RetentionFloor;
 use auditlake_schemas::lake::WriteOptions;
 
 /// A sweep; see the module doc.
@@ -172,19 +173,24 @@ impl Sweep {
                 .as_ref()
                 .is_some_and(|c| c.tables.iter().any(|x| x == t))
         };
-        let tables: Vec<&str> = SWEEPABLE_TABLES
-            .into_iter()
-            .filter(|t| {
-                self.policy.tables.contains_key(*t)
-                    || (!erased.is_empty() && USER_TABLES.contains(t))
-                    || clusters(t)
-            })
-            .collect();
+        // Every table, those without a keep time too: their retired files
+        // (detect replacing `findings` and `obligations`, a compaction)
+        // are purged like the others'; only their rows are kept forever.
+        let tables: Vec<&str> = SWEEPABLE_TABLES.to_vec();
         // Every table's log must load before anything is deleted: a table
         // that cannot be read (a damaged log, a store error) stops the sweep
         // with nothing changed, rather than after other tables were swept.
         for t in &tables {
             lake.table(t).await?;
+        }
+        // The retention floor rises before anything is deleted, so an ingest
+        // running beside the sweep stops writing days it is deleting.
+        if !self.dry_run {
+            let first_kept: BTreeMap<String, i32> = tables
+                .iter()
+                .filter_map(|t| Some((t.to_string(), self.policy.cutoff_date(t, self.now)?)))
+                .collect();
+            RetentionFloor::raise(lake, &first_kept).await?;
         }
         self.progress.start("sweep", tables.len() as u64);
         let swept: Result<()> = async {

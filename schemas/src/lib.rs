@@ -19,6 +19,7 @@ pub mod datafile;
 pub mod decode;
 pub mod erasure;
 mod flat;
+pub mod floor;
 pub mod lake;
 pub mod tables;
 #[cfg(any(test, feature = "test-util"))]

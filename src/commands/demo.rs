@@ -124,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let df = ctx.sql(sql).await.map_err(auditlake_query::Error::Query)?;
         let schema = df.schema().inner().clone();
         let batches = df.collect().await?;
-        auditlake_query::write_batches(&batches, schema, Format::Table, std::io::stdout())?;
+        auditlake_query::write_batches(&batches, schema, Format::Table, super::stdout())?;
     }
     let now = chrono::DateTime::parse_from_rfc3339(&gen_report.manifest.suggested_now)
         .context("gen's suggested_now")?
@@ -228,7 +228,7 @@ async fn show(
     let df = ctx.sql(sql).await.map_err(auditlake_query::Error::Query)?;
     let schema = df.schema().inner().clone();
     let batches = df.collect().await?;
-    auditlake_query::write_batches(&batches, schema, Format::Table, std::io::stdout())?;
+    auditlake_query::write_batches(&batches, schema, Format::Table, super::stdout())?;
     Ok(())
 }
 

@@ -205,7 +205,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .execute()
         .await
         .with_context(|| format!("detect over lake {lake}"))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, super::stdout());
     match args.format {
         OutputFormat::Jsonl => findings.write_jsonl(&mut out)?,
         OutputFormat::Table => findings.write_table(&mut out)?,

@@ -166,6 +166,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Every flag checked before the lake is opened (which creates a local root).
     let budget = with_flush_bytes(budget, args.flush_bytes)?;
+    // An input that cannot be opened stops the backfill before the lake
+    // root is created (a mistyped path must not leave an empty lake).
+    for (topic, path) in &args.inputs {
+        std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("--input {topic}={}: cannot open: {e}", path.display()))?;
+    }
     let lake = args.lake.open()?;
     if let Some(brokers) = &args.brokers {
         return consume(lake, brokers, &args, opts, budget).await;
@@ -332,10 +338,16 @@ pub async fn backfill(
     Ok(job.execute().await?)
 }
 
-/// The summary's part on erased users: rows dropped, rows kept under the
-/// pseudonym (events after the erasure).
-fn erasure_summary(erased: u64, pseudonymized: u64) -> String {
+/// The summary's part on rows retention keeps out: expired rows dropped,
+/// erased users' rows dropped, rows kept under the pseudonym (events after
+/// the erasure).
+fn erasure_summary(erased: u64, pseudonymized: u64, expired: u64) -> String {
     let mut out = String::new();
+    if expired > 0 {
+        out += &format!(
+            ", {expired} rows past their keep time dropped (dated before the last sweep's floor)"
+        );
+    }
     if erased > 0 {
         out += &format!(", {erased} rows of erased users dropped");
     }
@@ -358,7 +370,7 @@ pub fn print_summary(report: &BackfillReport) {
         t.duplicates,
         t.quarantined,
         t.quarantine_duplicates,
-        erasure_summary(t.erased, t.pseudonymized),
+        erasure_summary(t.erased, t.pseudonymized, t.expired),
         t.files,
         t.bytes,
         report.seconds,

@@ -9,9 +9,47 @@ pub mod serve;
 pub mod sql;
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args as ClapArgs;
 use tracing_subscriber::EnvFilter;
+
+/// Set when a write to stdout failed because its reader went away
+/// (`auditlake sql ... | head`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Standard output that notes a closed pipe, so the process can end quietly
+/// (like `cat` does, without its SIGPIPE death) instead of reporting the
+/// write error that follows as a failure.
+pub struct Stdout(std::io::Stdout);
+
+/// The command's standard output; see [`Stdout`].
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout())
+}
+
+/// Whether a write to stdout found the pipe closed.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+fn note_closed<T>(r: std::io::Result<T>) -> std::io::Result<T> {
+    if let Err(e) = &r
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        note_closed(self.0.write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        note_closed(self.0.flush())
+    }
+}
 
 /// `--lake`, shared by every verb that reads or writes the lake.
 #[derive(Debug, Clone, ClapArgs)]

@@ -22,7 +22,7 @@ use super::LakeArgs;
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        let _ = writeln!(super::stdout(), $($t)*);
     }};
 }
 
@@ -82,7 +82,9 @@ struct EraseArgs {
     common: Common,
     /// The user id to erase (it is never written to the lake; evidence names
     /// the user by keyed hash). `-` reads it from the first line of stdin,
-    /// keeping it out of process listings and shell history.
+    /// keeping it out of process listings and shell history. An erased
+    /// user's pseudonym (`erased:<hash>`, the user_id of their events after
+    /// an erasure) erases those rows when the id itself is not known.
     #[arg(long)]
     user: String,
     /// Erase only the user's rows of this app.
@@ -213,16 +215,20 @@ async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         };
         for (table, t) in &report.tables {
             let bytes: u64 = t.rewrite.retired.iter().map(|f| f.bytes).sum();
-            outln!(
-                "{table}: {verb} {} rows in {} files ({bytes} bytes) over {} partitions{}",
-                t.rewrite.rows_removed,
-                t.rewrite.retired.len(),
-                t.rewrite.partitions.len(),
-                t.keeps_from
-                    .as_ref()
-                    .map(|d| format!("; keeps from {d}"))
-                    .unwrap_or_default()
-            );
+            if t.keeps_from.is_some() || t.rewrite.rows_removed > 0 {
+                outln!(
+                    "{table}: {verb} {} rows in {} files ({bytes} bytes) over {} partitions{}",
+                    t.rewrite.rows_removed,
+                    t.rewrite.retired.len(),
+                    t.rewrite.partitions.len(),
+                    t.keeps_from
+                        .as_ref()
+                        .map(|d| format!("; keeps from {d}"))
+                        .unwrap_or_default()
+                );
+            } else {
+                outln!("{table}: no keep time (rows kept)");
+            }
             if report.dry_run {
                 for p in &t.rewrite.partitions {
                     outln!("  {table}/{p}");

@@ -78,10 +78,7 @@ fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> 
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout(),
-        )),
+        None => Box::new(std::io::BufWriter::with_capacity(1 << 16, super::stdout())),
     })
 }
 
@@ -119,12 +116,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let t = Instant::now();
             // Read-only: `INSERT` would append to a lake table behind ingest's
             // dedupe, `COPY ... TO` write files anywhere (inside a table's
-            // directory too). `--output`/`--format parquet` save a result.
+            // directory too); `DROP TABLE` and `CREATE TABLE` would change
+            // only this command's session while looking as if they changed
+            // the lake (serve refuses them too). `--output`/`--format
+            // parquet` save a result.
+            let options = SQLOptions::new()
+                .with_allow_dml(false)
+                .with_allow_ddl(false);
             let df = ctx
-                .sql_with_options(sql, SQLOptions::new().with_allow_dml(false))
+                .sql_with_options(sql, options)
                 .await
                 .map_err(|e| match e {
-                    DataFusionError::Plan(m) if m.contains("DML not supported") => {
+                    DataFusionError::Plan(m)
+                        if m.contains("DML not supported") || m.contains("DDL not supported") =>
+                    {
                         anyhow::anyhow!(
                             "auditlake sql is read-only ({m}); to save a result use --output FILE \
                              with --format csv, json or parquet"

@@ -115,7 +115,7 @@ pub async fn build(lake: &Lake, dir: &Path) {
     .unwrap();
 }
 
-fn findings() -> RecordBatch {
+pub fn findings() -> RecordBatch {
     use arrow::array::{ListBuilder, StringArray, StringBuilder, TimestampMicrosecondArray};
     let n = 30;
     let users: Vec<String> = (0..n).map(|i| user(i * 3 + 1)).collect();

@@ -213,3 +213,50 @@ async fn clustering_by_user_makes_an_erasure_rewrite_few_files() {
         api.files_read
     );
 }
+
+/// A table without a keep time keeps its rows, but the files a commit retired
+/// (detect replacing `findings` at every run) are purged like any table's.
+#[tokio::test]
+async fn retired_files_of_tables_kept_forever_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    let parquet = |prefix: &'static str| {
+        let lake = lake.clone();
+        async move {
+            fixture::listing(&lake)
+                .await
+                .into_iter()
+                .filter(|(p, _)| p.starts_with(prefix) && p.ends_with(".parquet"))
+                .count()
+        }
+    };
+    let live = parquet("findings/").await;
+    for _ in 0..2 {
+        lake.overwrite(
+            "findings",
+            vec![fixture::findings()],
+            &auditlake_schemas::lake::WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(parquet("findings/").await > live);
+    let policy = Policy::parse(POLICY, "p.toml").unwrap();
+    assert!(!policy.tables.contains_key("findings"));
+    let report = Sweep::new(lake.clone(), policy, now("2026-11-16T12:00:00Z"))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.tables["findings"].rewrite.rows_removed, 0);
+    assert!(!report.tables["findings"].purge.deleted.is_empty());
+    assert_eq!(parquet("findings/").await, live);
+    let ctx = auditlake_query::session(&lake).await.unwrap();
+    let b = auditlake_query::run_sql(&ctx, "SELECT count(*) FROM findings")
+        .await
+        .unwrap();
+    assert_eq!(
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b[0].column(0)).value(0),
+        30
+    );
+}

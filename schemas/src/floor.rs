@@ -1,0 +1,201 @@
+//! The retention floor: per table, the first day a sweep kept. Rows dated
+//! before it are past their keep time, and ingest must not write them back
+//! (a backfill rerun, a Kafka replay from offset 0).
+//!
+//! ```text
+//! retention sweep (not --dry-run) --> RetentionFloor::raise(lake, {table: first day kept})
+//!                                       object `_auditlake/retention_floor.json`
+//! ingest (every flush)            --> RetentionFloor::load(lake)
+//!                                       .retain_batch(table, batch)  drops rows before it
+//! ```
+//!
+//! The floor only rises: a sweep under a policy that keeps longer than an
+//! earlier one does not lower it (what the earlier sweep deleted stays gone;
+//! edit the object to readmit old rows on purpose). Rows a legal hold kept
+//! are in the lake already, so a replay of them is a duplicate either way.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::Date32Type;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::tables::PARTITION_COLUMN;
+use crate::{Error, Lake, Result};
+
+/// Where the floor is kept under the lake root.
+pub const FLOOR_OBJECT: &str = "_auditlake/retention_floor.json";
+
+/// Per table, the first day kept (days since 1970-01-01, as `date`).
+/// Stored as `{"tables": {"api_access": "2026-11-07"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionFloor {
+    /// Table -> first day kept.
+    pub tables: BTreeMap<String, i32>,
+}
+
+/// The stored form: days as `YYYY-MM-DD`, for an operator to read or edit.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    tables: BTreeMap<String, chrono::NaiveDate>,
+}
+
+const EPOCH: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+
+impl Stored {
+    fn of(floor: &RetentionFloor) -> Self {
+        let tables = floor
+            .tables
+            .iter()
+            .map(|(t, d)| {
+                (
+                    t.clone(),
+                    EPOCH + chrono::Days::new(u64::try_from(*d).unwrap_or(0)),
+                )
+            })
+            .collect();
+        Self { tables }
+    }
+
+    fn floor(self) -> RetentionFloor {
+        let tables = self
+            .tables
+            .into_iter()
+            .map(|(t, d)| (t, (d - EPOCH).num_days() as i32))
+            .collect();
+        RetentionFloor { tables }
+    }
+}
+
+impl RetentionFloor {
+    /// The lake's floor; empty when no sweep ever deleted by keep time.
+    pub async fn load(lake: &Lake) -> Result<Self> {
+        let store = lake.object_store()?;
+        match store.get(&FLOOR_OBJECT.into()).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                serde_json::from_slice::<Stored>(&bytes)
+                    .map(Stored::floor)
+                    .map_err(|e| {
+                        Error::Internal(format!(
+                            "{FLOOR_OBJECT} under {lake} is not a retention floor \
+                             ({{\"tables\": {{\"TABLE\": \"YYYY-MM-DD\"}}}}): {e}"
+                        ))
+                    })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Self::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Raises the floor of each table in `first_kept` (never lowers one) and
+    /// stores it; returns the floor now in force.
+    pub async fn raise(lake: &Lake, first_kept: &BTreeMap<String, i32>) -> Result<Self> {
+        let mut floor = Self::load(lake).await?;
+        let mut changed = false;
+        for (table, day) in first_kept {
+            let at = floor.tables.entry(table.clone()).or_insert(i32::MIN);
+            if *day > *at {
+                *at = *day;
+                changed = true;
+            }
+        }
+        if changed {
+            let text = serde_json::to_string_pretty(&Stored::of(&floor))
+                .map_err(|e| Error::Internal(format!("encoding the retention floor: {e}")))?;
+            lake.object_store()?
+                .put(&FLOOR_OBJECT.into(), PutPayload::from(text))
+                .await?;
+        }
+        Ok(floor)
+    }
+
+    /// The first day kept of `table`, if a sweep set one.
+    pub fn first_kept(&self, table: &str) -> Option<i32> {
+        self.tables.get(table).copied()
+    }
+
+    /// `batch` (of `table`) without the rows dated before the table's floor,
+    /// and how many were dropped.
+    pub fn retain_batch(&self, table: &str, batch: RecordBatch) -> Result<(RecordBatch, usize)> {
+        let (Some(floor), Some(dates)) = (
+            self.first_kept(table),
+            batch
+                .column_by_name(PARTITION_COLUMN)
+                .and_then(|c| c.as_primitive_opt::<Date32Type>()),
+        ) else {
+            return Ok((batch, 0));
+        };
+        let keep: BooleanArray = dates
+            .iter()
+            .map(|d| Some(d.is_none_or(|d| d >= floor)))
+            .collect();
+        let dropped = keep.len() - keep.true_count();
+        if dropped == 0 {
+            return Ok((batch, 0));
+        }
+        Ok((arrow::compute::filter_record_batch(&batch, &keep)?, dropped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Date32Array, StringArray};
+
+    #[tokio::test]
+    async fn the_floor_only_rises_and_drops_older_rows() {
+        let lake = Lake::open("memory:///floor").unwrap();
+        assert_eq!(
+            RetentionFloor::load(&lake).await.unwrap(),
+            Default::default()
+        );
+        let set = |pairs: &[(&str, i32)]| -> BTreeMap<String, i32> {
+            pairs.iter().map(|(t, d)| (t.to_string(), *d)).collect()
+        };
+        RetentionFloor::raise(&lake, &set(&[("api_access", 100), ("grants", 50)]))
+            .await
+            .unwrap();
+        // A later sweep under a longer keep does not lower it.
+        let floor = RetentionFloor::raise(&lake, &set(&[("api_access", 90), ("grants", 60)]))
+            .await
+            .unwrap();
+        assert_eq!(floor.first_kept("api_access"), Some(100));
+        assert_eq!(floor.first_kept("grants"), Some(60));
+        assert_eq!(RetentionFloor::load(&lake).await.unwrap(), floor);
+        let stored = lake
+            .object_store()
+            .unwrap()
+            .get(&FLOOR_OBJECT.into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&stored).contains(r#""api_access": "1970-04-11""#),
+            "{}",
+            String::from_utf8_lossy(&stored)
+        );
+
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "event_id",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
+            (
+                PARTITION_COLUMN,
+                Arc::new(Date32Array::from(vec![99, 100, 101])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let (kept, dropped) = floor.retain_batch("api_access", batch.clone()).unwrap();
+        assert_eq!((kept.num_rows(), dropped), (2, 1));
+        // A table without a floor keeps everything.
+        let (kept, dropped) = floor.retain_batch("deletions", batch).unwrap();
+        assert_eq!((kept.num_rows(), dropped), (3, 0));
+    }
+}
