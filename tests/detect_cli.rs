@@ -172,6 +172,14 @@ fn detect_errors_are_actionable() {
             "",
         ),
         ("CREATE VIEW v AS SELECT 'a1' AS app_id", "one query"),
+        (
+            "SELECT 'a1' AS app_id, 42 AS event_time",
+            "event_time as Int64; a finding's event_time is a timestamp",
+        ),
+        (
+            "SELECT 'a1' AS app_id, 'e1' AS event_ids",
+            "a list of strings",
+        ),
     ] {
         std::fs::write(
             &path,

@@ -314,6 +314,14 @@ fn psql_logs_in_sees_the_tables_and_matches_auditlake_sql() {
         ),
         "auditlake|10 MB\n"
     );
+    // to_char reads PostgreSQL's templates (DataFusion's reads strftime's).
+    assert_eq!(
+        psql_ok(
+            &server,
+            "SELECT to_char(TIMESTAMP '2026-11-20 08:15:30', 'YYYY-MM-DD HH24:MI')"
+        ),
+        "2026-11-20 08:15\n"
+    );
 
     // The same query through psql and `auditlake sql` gives the same rows.
     let query = "SELECT app_id, count(*) AS n, sum(record_count) AS records, \

@@ -532,6 +532,40 @@ async fn plan_rule(
                 ),
             });
         }
+        // A number as a time (`42 AS event_time`) would cast to 1970; a
+        // scalar as a list would not cast at all, later and less clearly.
+        let to = field_type(field.name());
+        let fits = match &to {
+            DataType::Timestamp(..) => matches!(
+                field.data_type(),
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Null
+            ),
+            DataType::List(_) => matches!(
+                field.data_type(),
+                DataType::List(_)
+                    | DataType::LargeList(_)
+                    | DataType::FixedSizeList(..)
+                    | DataType::Null
+            ),
+            _ => true,
+        };
+        if !fits {
+            return Err(Error::Rule {
+                file: rule.source.clone(),
+                line: rule.statement_line,
+                message: format!(
+                    "the query returns {} as {}; a finding's {} is {}",
+                    field.name(),
+                    field.data_type(),
+                    field.name(),
+                    if matches!(to, DataType::Timestamp(..)) {
+                        "a timestamp"
+                    } else {
+                        "a list of strings"
+                    }
+                ),
+            });
+        }
     }
     Ok(plan)
 }

@@ -1,5 +1,6 @@
-//! SQL functions that auditlake sessions override for speed, with the same
-//! names, signatures and results as DataFusion's.
+//! SQL functions that auditlake sessions override: `date_trunc` for speed,
+//! with the same names, signatures and results as DataFusion's, and
+//! `to_char`, which also reads PostgreSQL's templates ([`crate::to_char`]).
 //!
 //! `date_trunc` on a `Timestamp(_, "UTC")` column (every time in the lake is
 //! UTC) takes DataFusion's per-row time-zone path for `hour` and coarser
@@ -18,15 +19,45 @@ use arrow::datatypes::{
 };
 use datafusion::common::Result;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl};
 use datafusion::prelude::SessionContext;
+
+/// The `ScalarUDFImpl` methods an override takes unchanged from the
+/// built-in it wraps (`self.inner`).
+macro_rules! delegate_to_inner {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn aliases(&self) -> &[String] {
+            self.inner.aliases()
+        }
+        fn signature(&self) -> &datafusion::logical_expr::Signature {
+            self.inner.signature()
+        }
+        fn return_type(
+            &self,
+            arg_types: &[arrow::datatypes::DataType],
+        ) -> datafusion::common::Result<arrow::datatypes::DataType> {
+            self.inner.return_type(arg_types)
+        }
+        fn return_field_from_args(
+            &self,
+            args: datafusion::logical_expr::ReturnFieldArgs,
+        ) -> datafusion::common::Result<arrow::datatypes::FieldRef> {
+            self.inner.return_field_from_args(args)
+        }
+        fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+            self.inner.documentation()
+        }
+    };
+}
+pub(crate) use delegate_to_inner;
 
 /// Registers the overrides in `ctx` (replacing the built-ins of the same name).
 pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(crate::to_char::PgToChar::default()));
 }
 
 /// Whether a timestamp's zone is UTC under any of its usual spellings.
@@ -126,25 +157,7 @@ fn with_zone(array: &ArrayRef, tz: Arc<str>) -> Option<ArrayRef> {
 }
 
 impl ScalarUDFImpl for UtcDateTrunc {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<arrow::datatypes::FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
+    delegate_to_inner!();
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let utc = match args.args.get(1) {
@@ -192,10 +205,6 @@ impl ScalarUDFImpl for UtcDateTrunc {
 
     fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> Result<bool> {
         self.inner.preserves_lex_ordering(inputs)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
     }
 }
 

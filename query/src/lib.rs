@@ -20,6 +20,7 @@ pub mod rules;
 pub mod scan;
 pub mod serve;
 pub mod session;
+pub mod to_char;
 pub mod views;
 
 pub use error::{Error, Result};

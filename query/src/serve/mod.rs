@@ -284,6 +284,7 @@ impl Server {
             .register_schema("public", lake_schema.clone())?;
         setup_pg_catalog(&ctx, crate::CATALOG, EmptyContextProvider).map_err(|e| *e)?;
         pg_compat::register(&ctx);
+        crate::functions::register_functions(&ctx);
 
         let cancels = Arc::new(Cancels::default());
         let limits = Limits {
