@@ -576,6 +576,12 @@ impl FlushJob {
                         // then commit on its version.
                         let (kept, others) =
                             without_stored(&self.lake, table, batch, (base, now)).await?;
+                        // A sweep may have been that writer: its floor rose
+                        // before it deleted, so apply it again.
+                        let (kept, expired) = RetentionFloor::load(&self.lake)
+                            .await?
+                            .retain_batch(table, kept)?;
+                        out.expired += expired as u64;
                         out.concurrent_duplicates += others.1 as u64;
                         out.others.extend(others.0);
                         out.events_version = Some(now);

@@ -17,7 +17,12 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl};
 
 /// PostgreSQL template patterns and their chrono equivalents, longest first
-/// so `HH24` wins over `HH` and `Month` over `Mon`.
+/// so `HH24` wins over `HH` and `Month` over `Mon`. Numeric patterns match in
+/// any case, as PostgreSQL's do; the case of a name pattern (`Month`,
+/// `MONTH`) sets the output's case in PostgreSQL, which chrono cannot, so
+/// all print `November`. Every time in the lake is UTC, so `TZ` is `UTC` and
+/// `OF` is `+00`. Patterns not listed (`Q`, `D`, `WW`, `CC`, `J`, `RM`, ...)
+/// print as text.
 const PATTERNS: &[(&str, &str)] = &[
     ("IYYY", "%G"),
     ("HH24", "%H"),
@@ -49,16 +54,33 @@ const PATTERNS: &[(&str, &str)] = &[
     ("Dy", "%a"),
     ("dy", "%a"),
     ("IW", "%V"),
-    ("TZ", "%Z"),
-    ("OF", "%:z"),
+    ("TZ", "UTC"),
+    ("tz", "utc"),
+    ("OF", "+00"),
 ];
+
+/// Specs that print numbers: the ones `FM` (no padding) applies to.
+const NUMERIC: &[&str] = &[
+    "%G", "%H", "%I", "%Y", "%j", "%y", "%m", "%d", "%M", "%S", "%V",
+];
+
+/// The pattern at the start of `text`, if any: exact for name patterns,
+/// any case for numeric ones (`yyyy-mm-dd` is PostgreSQL's too).
+fn pattern_at(text: &str) -> Option<(&'static str, usize)> {
+    PATTERNS.iter().find_map(|(pattern, spec)| {
+        let head = text.get(..pattern.len())?;
+        let numeric = NUMERIC.contains(spec) || spec.ends_with('f');
+        (head == *pattern || (numeric && head.eq_ignore_ascii_case(pattern)))
+            .then_some((*spec, pattern.len()))
+    })
+}
 
 /// A PostgreSQL `to_char` template as a chrono format: patterns replaced,
 /// `"quoted text"` and everything else kept as text (`%` escaped).
 pub fn chrono_format(template: &str) -> String {
     let mut out = String::with_capacity(template.len() * 2);
     let mut rest = template;
-    'outer: while let Some(c) = rest.chars().next() {
+    while let Some(c) = rest.chars().next() {
         if c == '"' {
             // Quoted literal text, up to the closing quote.
             let inner = &rest[1..];
@@ -70,21 +92,19 @@ pub fn chrono_format(template: &str) -> String {
             rest = after;
             continue;
         }
-        // FM (fill mode) suppresses padding: chrono's `%-` flag.
-        let (fill, body) = match rest.strip_prefix("FM") {
-            Some(b) => (true, b),
-            None => (false, rest),
+        // FM (fill mode) suppresses padding: chrono's `%-` flag on numbers.
+        let (fill, body) = match rest.get(..2) {
+            Some(fm) if fm.eq_ignore_ascii_case("FM") => (true, &rest[2..]),
+            _ => (false, rest),
         };
-        for (pattern, spec) in PATTERNS {
-            if let Some(after) = body.strip_prefix(pattern) {
-                if fill && !spec.contains(':') && !spec.ends_with('f') {
-                    out.push_str(&spec.replacen('%', "%-", 1));
-                } else {
-                    out.push_str(spec);
-                }
-                rest = after;
-                continue 'outer;
+        if let Some((spec, len)) = pattern_at(body) {
+            if fill && NUMERIC.contains(&spec) {
+                out.push_str(&spec.replacen('%', "%-", 1));
+            } else {
+                out.push_str(spec);
             }
+            rest = &body[len..];
+            continue;
         }
         if c == '%' {
             out.push_str("%%");
@@ -161,6 +181,9 @@ mod tests {
             ("YYYY\"年\"MM\"月\"", "%Y年%m月"),
             ("100% MS", "100%% %3f"),
             ("IYYY-IW", "%G-%V"),
+            ("yyyy-mm-dd hh24:mi", "%Y-%m-%d %H:%M"),
+            ("FMMonth FMDD, YYYY", "%B %-d, %Y"),
+            ("HH24:MI TZ (OF)", "%H:%M UTC (+00)"),
         ] {
             assert_eq!(chrono_format(pg), chrono, "{pg}");
         }

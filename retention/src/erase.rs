@@ -229,21 +229,54 @@ impl Erase {
         // crash); otherwise a new one moves the split forward (erasing a
         // user again removes the rows stored under the pseudonym meanwhile).
         let key = ErasureKey::load_or_create(lake).await?;
+        // A hold on the user keeps their rows under the pseudonym too.
+        let holds = crate::filters::with_pseudonym_holds(&holds, Some(&key));
         let tombstones: Vec<Tombstone> = erasure::read_tombstones(lake)
             .await?
             .into_iter()
             .map(|(t, _)| t)
             .collect();
+        let named_by_pseudonym = self.user.starts_with(erasure::PSEUDONYM_PREFIX);
         let hash = match erasure::parse_pseudonym(&self.user) {
             // An erased user named by the pseudonym (the id is not known).
-            Some(h) if tombstones.iter().any(|t| t.user_hash == h) => h,
+            Some(h) if tombstones.iter().any(|t| t.user_hash == h) => {
+                // Erased from some apps only: the pseudonym stands for the
+                // user in those apps, so the erasure must name one of them.
+                let apps: Vec<&str> = tombstones
+                    .iter()
+                    .filter(|t| t.user_hash == h)
+                    .map(|t| t.app_id.as_deref())
+                    .collect::<Option<_>>()
+                    .unwrap_or_default();
+                if !apps.is_empty() && self.app.as_deref().is_none_or(|a| !apps.contains(&a)) {
+                    return Err(Error::Usage(format!(
+                        "{} was erased from {} only; pass --app with one of them",
+                        self.user,
+                        apps.join(", ")
+                    )));
+                }
+                h
+            }
             Some(_) => {
                 return Err(Error::Usage(format!(
                     "--user {} looks like a pseudonym but no erasure of the lake has that hash",
                     self.user
                 )));
             }
+            None if named_by_pseudonym => {
+                return Err(Error::Usage(format!(
+                    "--user {}: a pseudonym is `{}` followed by the 64 hex digits of a user_hash",
+                    self.user,
+                    erasure::PSEUDONYM_PREFIX
+                )));
+            }
             None => key.hash(&self.user),
+        };
+        // The id as stored: a pseudonym in lower-case hex.
+        let stored_id = if named_by_pseudonym {
+            erasure::pseudonym(&hash)
+        } else {
+            self.user.clone()
         };
         let erased_at = self
             .wall_now
@@ -331,7 +364,7 @@ impl Erase {
                 return Ok(None);
             }
             let mut v = Verify::new(lake.clone(), self.now)
-                .with_user(self.user.clone())
+                .with_user(stored_id.clone())
                 .with_depth(self.depth)
                 .with_evidence(false)
                 .with_log_barrier(cleaned_rx)
@@ -471,7 +504,17 @@ impl Erase {
     ) -> Result<TableDone> {
         let started = Instant::now();
         let lake = &self.lake;
-        let mut filter = UserFilter::new(table, &self.user, self.app.as_deref(), holds.to_vec());
+        let mut filter = if erasure::parse_pseudonym(&self.user).is_some() {
+            // As stored: lower-case hex, whatever the case typed.
+            UserFilter::new(
+                table,
+                &erasure::pseudonym(hash),
+                self.app.as_deref(),
+                holds.to_vec(),
+            )
+        } else {
+            UserFilter::new(table, &self.user, self.app.as_deref(), holds.to_vec())
+        };
         if erasure::parse_pseudonym(&self.user).is_none() {
             // Rows stored under the pseudonym since an earlier erasure go too.
             filter.pseudonym = Some(erasure::pseudonym(hash));

@@ -11,7 +11,7 @@ use crate::files::DataFile;
 use crate::policy::Hold;
 use crate::rewrite::RowFilter;
 use crate::scan::HashCache;
-use auditlake_schemas::erasure::ErasedUsers;
+use auditlake_schemas::erasure::{self, ErasedUsers, ErasureKey};
 use auditlake_schemas::tables;
 use deltalake::parquet::file::metadata::RowGroupMetaData;
 use deltalake::parquet::file::statistics::Statistics;
@@ -141,6 +141,29 @@ impl Cols {
             h.covers(app, user, self.time(i))
         })
     }
+}
+
+/// `holds` and, for each hold on a user's id, the same hold on the user's
+/// pseudonym (`erased:<hash>` under `key`): a hold on U keeps the rows stored
+/// under U's pseudonym after an erasure of U too. Without a key nothing was
+/// ever erased, so no row carries a pseudonym.
+pub fn with_pseudonym_holds(holds: &[Hold], key: Option<&ErasureKey>) -> Vec<Hold> {
+    let mut out = holds.to_vec();
+    if let Some(key) = key {
+        for h in holds {
+            if let Some(u) = h
+                .user
+                .as_deref()
+                .filter(|u| erasure::parse_pseudonym(u).is_none())
+            {
+                out.push(Hold {
+                    user: Some(erasure::pseudonym(&key.hash(u))),
+                    ..h.clone()
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Whether a hold may cover rows of `file` (by day and statistics).
@@ -365,6 +388,39 @@ mod tests {
         let schema = Schema::new(vec![Field::new("raw", DataType::Binary, true)]);
         let raw = BinaryArray::from_iter_values(raws.iter().copied());
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(raw)]).unwrap()
+    }
+
+    #[test]
+    fn a_hold_on_a_user_keeps_their_pseudonymized_rows() {
+        let key = ErasureKey::from_hex(&"ab".repeat(32)).unwrap();
+        let hold = Hold {
+            line: 3,
+            reason: "litigation".into(),
+            app: None,
+            user: Some("u-1".into()),
+            from: None,
+            until: None,
+        };
+        assert_eq!(
+            with_pseudonym_holds(std::slice::from_ref(&hold), None).len(),
+            1
+        );
+        let holds = with_pseudonym_holds(std::slice::from_ref(&hold), Some(&key));
+        assert_eq!(holds.len(), 2);
+        let p = erasure::pseudonym(&key.hash("u-1"));
+        let other = erasure::pseudonym(&key.hash("u-2"));
+        let schema = Schema::new(vec![Field::new("user_id", DataType::Utf8, true)]);
+        let users = arrow::array::StringArray::from(vec![p.as_str(), other.as_str(), "u-1"]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(users)]).unwrap();
+        let c = Cols::of(tables::API_ACCESS, &batch).unwrap();
+        let held: Vec<bool> = (0..3).map(|i| c.held_by(i, &holds).is_some()).collect();
+        assert_eq!(held, vec![true, false, true]);
+        // A hold on a pseudonym is not doubled.
+        let on_pseudonym = Hold {
+            user: Some(p),
+            ..hold
+        };
+        assert_eq!(with_pseudonym_holds(&[on_pseudonym], Some(&key)).len(), 1);
     }
 
     #[test]

@@ -229,38 +229,35 @@ impl Policy {
             }
         }
         // Detection derives `findings` and `obligations` from the kept
-        // accesses (and deletions) at every run: swept sooner, they come back
-        // with the next `detect`, and verify reports them past retention.
-        let keep_of = |t: &str| tables_out.get(t).map(|(r, _)| r.keep);
-        for (derived, sources) in [
-            (tables::FINDINGS, &[tables::API_ACCESS][..]),
-            (
-                tables::OBLIGATIONS,
-                &[tables::API_ACCESS, tables::DELETIONS][..],
-            ),
+        // accesses (and the grants, apps and deletions, kept at least as long)
+        // at every run: swept sooner, they come back with the next `detect`,
+        // and verify reports them past retention. `unused_scope` findings are
+        // dated at the start of their 30-day window, so findings need 31 days
+        // whatever the accesses' keep.
+        let access_keep = tables_out.get(tables::API_ACCESS).map(|(r, _)| r.keep);
+        for (derived, least) in [
+            (tables::FINDINGS, Some(TimeDelta::days(31))),
+            (tables::OBLIGATIONS, None),
         ] {
             let Some((rule, span)) = tables_out.get(derived) else {
                 continue;
             };
-            // The sources are needed together, so the shortest bounds what
-            // detect can derive again (None: kept forever).
-            let bound = sources
-                .iter()
-                .map(|t| keep_of(t))
-                .reduce(|a, b| match (a, b) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                })
-                .flatten();
+            // None: the accesses are kept forever, so is what derives from them.
+            let bound = access_keep.map(|a| least.map_or(a, |l| a.max(l)));
             if bound.is_none_or(|b| rule.keep < b) {
                 return Err(at(
                     span.clone(),
                     format!(
-                        "`{derived}` would be kept for less time than `{}` ({}): detect derives \
-                         it from them at every run, so swept rows would come back with the next \
-                         detect and fail verification; keep `{derived}` at least as long",
-                        sources.join("` and `"),
+                        "`{derived}` would be kept for less time than detect derives it again \
+                         ({}: `{api}`'s keep{}): swept rows would come back with the next \
+                         detect and fail verification; keep `{derived}` at least that long",
                         bound.map_or("forever".to_string(), |b| format!("{}d", b.num_days())),
+                        if least.is_some() {
+                            ", and at least 31d for unused_scope's 30-day window"
+                        } else {
+                            ""
+                        },
+                        api = tables::API_ACCESS,
                     ),
                 ));
             }
@@ -702,16 +699,24 @@ user = "u-1"
         let (line, msg) =
             err("[tables.api_access]\nkeep = \"400d\"\n[tables.findings]\nkeep = \"7d\"\n");
         assert_eq!(line, 4);
-        assert!(msg.contains("detect derives"), "{msg}");
-        // Obligations: bounded by the shorter of accesses and deletions.
-        let (_, msg) = err(
-            "[tables.api_access]\nkeep = \"400d\"\n[tables.deletions]\nkeep = \"30d\"\n\
-             [tables.obligations]\nkeep = \"7d\"\n",
+        assert!(
+            msg.contains("detect derives") && msg.contains("400d"),
+            "{msg}"
         );
-        assert!(msg.contains("30d"), "{msg}");
+        // ... and unused_scope's window: 31 days even with accesses kept 20.
+        let (_, msg) =
+            err("[tables.api_access]\nkeep = \"20d\"\n[tables.findings]\nkeep = \"20d\"\n");
+        assert!(msg.contains("31d"), "{msg}");
+        // Obligations: as long as the accesses (unsubscribes and revokes come
+        // from grants, kept at least as long), whatever the deletions' keep.
+        let (_, msg) = err(
+            "[tables.api_access]\nkeep = \"20d\"\n[tables.deletions]\nkeep = \"3d\"\n\
+             [tables.obligations]\nkeep = \"3d\"\n",
+        );
+        assert!(msg.contains("20d"), "{msg}");
         Policy::parse(
-            "[tables.api_access]\nkeep = \"400d\"\n[tables.deletions]\nkeep = \"30d\"\n\
-             [tables.obligations]\nkeep = \"30d\"\n[tables.findings]\nkeep = \"1y35d\"\n",
+            "[tables.api_access]\nkeep = \"20d\"\n[tables.deletions]\nkeep = \"3d\"\n\
+             [tables.obligations]\nkeep = \"20d\"\n[tables.findings]\nkeep = \"31d\"\n",
             "p.toml",
         )
         .unwrap();

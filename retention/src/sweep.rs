@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::cluster::{self, ClusterMetrics};
 use crate::evidence::{self, EvidenceRecord};
 use crate::files;
-use crate::filters::{SweepFilter, USER_TABLES, hold_may_cover};
+use crate::filters::{SweepFilter, USER_TABLES, hold_may_cover, with_pseudonym_holds};
 use crate::policy::{Policy, SWEEPABLE_TABLES};
 use crate::purge::{self, DEFAULT_ORPHAN_GRACE, PurgeMetrics, PurgeOptions};
 use crate::rewrite::{self, FileAction, RewriteMetrics};
@@ -196,7 +196,7 @@ impl Sweep {
         let swept: Result<()> = async {
             for table in tables {
                 let cutoff = self.policy.cutoff_date(table, self.now);
-                let holds: Vec<_> = self.policy.holds.clone();
+                let holds = with_pseudonym_holds(&self.policy.holds, erased.key());
                 let filter = Arc::new(SweepFilter {
                     table: table.to_string(),
                     cutoff,

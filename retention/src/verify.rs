@@ -277,11 +277,12 @@ impl Verify {
                         .collect()
                 })
                 .unwrap_or_default(),
-            holds: self
-                .policy
-                .as_ref()
-                .map(|p| p.holds.clone())
-                .unwrap_or_else(|| self.holds.clone()),
+            holds: crate::filters::with_pseudonym_holds(
+                self.policy
+                    .as_ref()
+                    .map_or(self.holds.as_slice(), |p| p.holds.as_slice()),
+                erased.key(),
+            ),
             table_names: tables.keys().cloned().collect(),
             user: self.user.clone(),
         });

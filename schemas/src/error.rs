@@ -78,6 +78,10 @@ pub enum Error {
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
 
+    /// The retention floor object cannot be read (edited by hand?).
+    #[error("retention floor {path}: {reason}")]
+    Floor { path: String, reason: String },
+
     /// A bug in auditlake.
     #[error("internal error (a bug in auditlake): {0}")]
     Internal(String),

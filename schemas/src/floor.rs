@@ -77,11 +77,12 @@ impl RetentionFloor {
                 let bytes = got.bytes().await?;
                 serde_json::from_slice::<Stored>(&bytes)
                     .map(Stored::floor)
-                    .map_err(|e| {
-                        Error::Internal(format!(
-                            "{FLOOR_OBJECT} under {lake} is not a retention floor \
-                             ({{\"tables\": {{\"TABLE\": \"YYYY-MM-DD\"}}}}): {e}"
-                        ))
+                    .map_err(|e| Error::Floor {
+                        path: format!("{FLOOR_OBJECT} under {lake}"),
+                        reason: format!(
+                            "not {{\"tables\": {{\"TABLE\": \"YYYY-MM-DD\", ...}}}}: {e}; \
+                             fix it, or delete it to let ingest write any day again"
+                        ),
                     })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(Self::default()),
@@ -145,6 +146,22 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, Date32Array, StringArray};
+
+    #[tokio::test]
+    async fn a_damaged_floor_is_an_error_naming_it() {
+        let lake = Lake::open("memory:///damaged").unwrap();
+        lake.object_store()
+            .unwrap()
+            .put(&FLOOR_OBJECT.into(), PutPayload::from("{\"tables\": 3}"))
+            .await
+            .unwrap();
+        let err = RetentionFloor::load(&lake).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("retention floor _auditlake/retention_floor.json")
+                && !err.contains("bug"),
+            "{err}"
+        );
+    }
 
     #[tokio::test]
     async fn the_floor_only_rises_and_drops_older_rows() {

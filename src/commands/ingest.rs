@@ -169,8 +169,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // An input that cannot be opened stops the backfill before the lake
     // root is created (a mistyped path must not leave an empty lake).
     for (topic, path) in &args.inputs {
-        std::fs::File::open(path)
+        let meta = std::fs::File::open(path)
+            .and_then(|f| f.metadata())
             .map_err(|e| anyhow::anyhow!("--input {topic}={}: cannot open: {e}", path.display()))?;
+        anyhow::ensure!(
+            !meta.is_dir(),
+            "--input {topic}={}: is a directory; give a JSON-lines file",
+            path.display()
+        );
     }
     let lake = args.lake.open()?;
     if let Some(brokers) = &args.brokers {

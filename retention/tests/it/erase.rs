@@ -159,6 +159,36 @@ async fn erase_from_one_app_keeps_the_users_other_apps() {
     let erased = erasure::load_erased(&lake).await.unwrap();
     assert!(erased.covers(Some("app-1"), VICTIM));
     assert!(!erased.covers(Some("app-2"), VICTIM));
+
+    // Named by its pseudonym (any case of hex), the user erased from app-1
+    // only must be erased from app-1 again, never from every app at once.
+    let pseudonym = erasure::pseudonym(&erased.key().unwrap().hash(VICTIM));
+    let typed = format!("erased:{}", pseudonym["erased:".len()..].to_uppercase());
+    let later = now("2026-11-21T00:00:00Z");
+    let err = Erase::new(lake.clone(), typed.clone(), later)
+        .execute()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("erased from app-1 only"), "{err}");
+    let (outcome, _) = Erase::new(lake.clone(), typed, later)
+        .with_app(Some("app-1".into()))
+        .execute()
+        .await
+        .unwrap();
+    assert!(outcome.passed());
+    assert!(
+        fixture::rows_by_user(&lake)
+            .await
+            .contains_key(&("api_access".into(), VICTIM.into()))
+    );
+    // Not a pseudonym: refused, no tombstone of a junk id.
+    let err = Erase::new(lake.clone(), "erased:abc", later)
+        .execute()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("64 hex digits"), "{err}");
 }
 
 #[tokio::test]
