@@ -39,7 +39,7 @@ use crate::verify::{Verify, VerifyReport, day_name};
 use crate::{NoProgress, Progress, Result, retry};
 use auditlake_schemas::Lake;
 use auditlake_schemas::erasure::{self, ErasedUsers};
-use auditlake_schemas::floor::RetentionFloor;
+use auditlake_schemas::floor::{FloorHold, RetentionFloor};
 use auditlake_schemas::lake::WriteOptions;
 
 /// A sweep; see the module doc.
@@ -190,7 +190,18 @@ impl Sweep {
                 .iter()
                 .filter_map(|t| Some((t.to_string(), self.policy.cutoff_date(t, self.now)?)))
                 .collect();
-            RetentionFloor::raise(lake, &first_kept).await?;
+            let holds = self
+                .policy
+                .holds
+                .iter()
+                .map(|h| FloorHold {
+                    app: h.app.clone(),
+                    user: h.user.clone(),
+                    from: h.from.and_then(DateTime::from_timestamp_micros),
+                    until: h.until.and_then(DateTime::from_timestamp_micros),
+                })
+                .collect();
+            RetentionFloor::raise(lake, &first_kept, holds).await?;
         }
         self.progress.start("sweep", tables.len() as u64);
         let swept: Result<()> = async {

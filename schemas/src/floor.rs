@@ -11,12 +11,13 @@
 //!
 //! The floor only rises: a sweep under a policy that keeps longer than an
 //! earlier one does not lower it (what the earlier sweep deleted stays gone;
-//! edit the object to readmit old rows on purpose). Rows a legal hold kept
-//! are in the lake already, so a replay of them is a duplicate either way.
+//! edit the object to readmit old rows on purpose). The sweep also records
+//! the policy's legal holds, and ingest keeps a row older than the floor that
+//! a hold covers (a held app's late delivery), as the sweep would have.
 
 use std::collections::BTreeMap;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Date32Type;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -27,18 +28,57 @@ use crate::{Error, Lake, Result};
 /// Where the floor is kept under the lake root.
 pub const FLOOR_OBJECT: &str = "_auditlake/retention_floor.json";
 
-/// Per table, the first day kept (days since 1970-01-01, as `date`).
-/// Stored as `{"tables": {"api_access": "2026-11-07"}}`.
+/// Per table, the first day kept (days since 1970-01-01, as `date`), and
+/// the legal holds in force at the last sweep. Stored as
+/// `{"tables": {"api_access": "2026-11-07"}, "holds": [{"app": "app-3"}]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionFloor {
     /// Table -> first day kept.
     pub tables: BTreeMap<String, i32>,
+    /// Legal holds: rows they cover are kept below the floor.
+    pub holds: Vec<FloorHold>,
+}
+
+/// A legal hold as ingest applies it: every criterion given must match the
+/// row's `app_id`, `user_id` and `event_time` (`[from, until)`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloorHold {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl FloorHold {
+    fn covers(&self, app: Option<&str>, user: Option<&str>, time: Option<i64>) -> bool {
+        let within = |bound: Option<chrono::DateTime<chrono::Utc>>, after: bool| {
+            bound.is_none_or(|b| {
+                time.is_some_and(|t| {
+                    if after {
+                        t >= b.timestamp_micros()
+                    } else {
+                        t < b.timestamp_micros()
+                    }
+                })
+            })
+        };
+        self.app.as_deref().is_none_or(|a| app == Some(a))
+            && self.user.as_deref().is_none_or(|u| user == Some(u))
+            && within(self.from, true)
+            && within(self.until, false)
+    }
 }
 
 /// The stored form: days as `YYYY-MM-DD`, for an operator to read or edit.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     tables: BTreeMap<String, chrono::NaiveDate>,
+    #[serde(default)]
+    holds: Vec<FloorHold>,
 }
 
 const EPOCH: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
@@ -55,7 +95,10 @@ impl Stored {
                 )
             })
             .collect();
-        Self { tables }
+        Self {
+            tables,
+            holds: floor.holds.clone(),
+        }
     }
 
     fn floor(self) -> RetentionFloor {
@@ -64,7 +107,10 @@ impl Stored {
             .into_iter()
             .map(|(t, d)| (t, (d - EPOCH).num_days() as i32))
             .collect();
-        RetentionFloor { tables }
+        RetentionFloor {
+            tables,
+            holds: self.holds,
+        }
     }
 }
 
@@ -90,11 +136,17 @@ impl RetentionFloor {
         }
     }
 
-    /// Raises the floor of each table in `first_kept` (never lowers one) and
-    /// stores it; returns the floor now in force.
-    pub async fn raise(lake: &Lake, first_kept: &BTreeMap<String, i32>) -> Result<Self> {
+    /// Raises the floor of each table in `first_kept` (never lowers one),
+    /// records `holds` (the policy's, replacing the last sweep's) and stores
+    /// it; returns the floor now in force.
+    pub async fn raise(
+        lake: &Lake,
+        first_kept: &BTreeMap<String, i32>,
+        holds: Vec<FloorHold>,
+    ) -> Result<Self> {
         let mut floor = Self::load(lake).await?;
-        let mut changed = false;
+        let mut changed = floor.holds != holds;
+        floor.holds = holds;
         for (table, day) in first_kept {
             let at = floor.tables.entry(table.clone()).or_insert(i32::MIN);
             if *day > *at {
@@ -117,8 +169,8 @@ impl RetentionFloor {
         self.tables.get(table).copied()
     }
 
-    /// `batch` (of `table`) without the rows dated before the table's floor,
-    /// and how many were dropped.
+    /// `batch` (of `table`) without the rows dated before the table's floor
+    /// that no hold covers, and how many were dropped.
     pub fn retain_batch(&self, table: &str, batch: RecordBatch) -> Result<(RecordBatch, usize)> {
         let (Some(floor), Some(dates)) = (
             self.first_kept(table),
@@ -128,9 +180,35 @@ impl RetentionFloor {
         ) else {
             return Ok((batch, 0));
         };
+        let text = |name: &str| -> Result<Option<arrow::array::ArrayRef>> {
+            Ok(match batch.column_by_name(name) {
+                Some(c) if !self.holds.is_empty() => {
+                    Some(arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?)
+                }
+                _ => None,
+            })
+        };
+        let (apps, users) = (text("app_id")?, text("user_id")?);
+        let (apps, users) = (
+            apps.as_ref().map(|c| c.as_string::<i32>()),
+            users.as_ref().map(|c| c.as_string::<i32>()),
+        );
+        fn value<'a>(c: Option<&'a arrow::array::StringArray>, i: usize) -> Option<&'a str> {
+            c.filter(|c| c.is_valid(i)).map(|c| c.value(i))
+        }
+        let times = batch
+            .column_by_name("event_time")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>());
+        let held = |i: usize| {
+            let time = times.filter(|t| t.is_valid(i)).map(|t| t.value(i));
+            self.holds
+                .iter()
+                .any(|h| h.covers(value(apps, i), value(users, i), time))
+        };
         let keep: BooleanArray = dates
             .iter()
-            .map(|d| Some(d.is_none_or(|d| d >= floor)))
+            .enumerate()
+            .map(|(i, d)| Some(d.is_none_or(|d| d >= floor) || held(i)))
             .collect();
         let dropped = keep.len() - keep.true_count();
         if dropped == 0 {
@@ -173,13 +251,14 @@ mod tests {
         let set = |pairs: &[(&str, i32)]| -> BTreeMap<String, i32> {
             pairs.iter().map(|(t, d)| (t.to_string(), *d)).collect()
         };
-        RetentionFloor::raise(&lake, &set(&[("api_access", 100), ("grants", 50)]))
+        RetentionFloor::raise(&lake, &set(&[("api_access", 100), ("grants", 50)]), vec![])
             .await
             .unwrap();
         // A later sweep under a longer keep does not lower it.
-        let floor = RetentionFloor::raise(&lake, &set(&[("api_access", 90), ("grants", 60)]))
-            .await
-            .unwrap();
+        let floor =
+            RetentionFloor::raise(&lake, &set(&[("api_access", 90), ("grants", 60)]), vec![])
+                .await
+                .unwrap();
         assert_eq!(floor.first_kept("api_access"), Some(100));
         assert_eq!(floor.first_kept("grants"), Some(60));
         assert_eq!(RetentionFloor::load(&lake).await.unwrap(), floor);
@@ -214,5 +293,29 @@ mod tests {
         // A table without a floor keeps everything.
         let (kept, dropped) = floor.retain_batch("deletions", batch).unwrap();
         assert_eq!((kept.num_rows(), dropped), (3, 0));
+
+        // A row below the floor that a hold covers is kept.
+        let hold = FloorHold {
+            app: Some("app-3".into()),
+            ..FloorHold::default()
+        };
+        let floor = RetentionFloor::raise(&lake, &set(&[]), vec![hold.clone()])
+            .await
+            .unwrap();
+        assert_eq!(floor.holds, vec![hold]);
+        let rows = RecordBatch::try_from_iter(vec![
+            (
+                "app_id",
+                Arc::new(StringArray::from(vec!["app-3", "app-4"])) as ArrayRef,
+            ),
+            (
+                PARTITION_COLUMN,
+                Arc::new(Date32Array::from(vec![99, 99])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let (kept, dropped) = floor.retain_batch("api_access", rows).unwrap();
+        assert_eq!((kept.num_rows(), dropped), (1, 1));
+        assert_eq!(RetentionFloor::load(&lake).await.unwrap(), floor);
     }
 }
