@@ -193,7 +193,7 @@ impl RetentionFloor {
             apps.as_ref().map(|c| c.as_string::<i32>()),
             users.as_ref().map(|c| c.as_string::<i32>()),
         );
-        fn value<'a>(c: Option<&'a arrow::array::StringArray>, i: usize) -> Option<&'a str> {
+        fn value(c: Option<&arrow::array::StringArray>, i: usize) -> Option<&str> {
             c.filter(|c| c.is_valid(i)).map(|c| c.value(i))
         }
         let times = batch
