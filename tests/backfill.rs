@@ -397,3 +397,74 @@ fn a_rerun_after_a_sweep_does_not_bring_expired_days_back() {
     assert_eq!(n(&lake, "SELECT count(*) AS n FROM api_access"), kept);
     retention("verify");
 }
+
+/// Rows older than the floor that a legal hold covers still land: an app
+/// under a hold delivers its old events late, after a sweep.
+#[test]
+fn late_rows_under_a_legal_hold_pass_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let lake = dir.path().join("lake");
+    generate(&data, 8, 20000);
+    let lines = std::fs::read_to_string(data.join("api-access.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let held_app = first["app_id"].as_str().unwrap().to_string();
+    let mark = format!("\"app_id\":\"{held_app}\"");
+    let (late, rest): (Vec<&str>, Vec<&str>) = lines.lines().partition(|l| l.contains(&mark));
+    let write = |name: &str, lines: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        format!("api-access={}", path.display())
+    };
+    let (late_input, rest_input) = (write("late.jsonl", &late), write("rest.jsonl", &rest));
+    run(&[
+        "ingest",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--input",
+        &rest_input,
+    ]);
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[tables.api_access]\nkeep = \"5d\"\n\n[[holds]]\nreason = \"inquiry\"\napp = \"{held_app}\"\n"
+        ),
+    )
+    .unwrap();
+    let retention = |verb: &str| {
+        run(&[
+            "retention",
+            verb,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--now",
+            "2026-11-12T00:00:00Z",
+        ])
+    };
+    retention("sweep");
+    let report: serde_json::Value = serde_json::from_str(&run(&[
+        "ingest",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--json",
+        "--input",
+        &late_input,
+    ]))
+    .unwrap();
+    let stats = &report["inputs"][0];
+    assert!(stats["stored"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(stats["expired"].as_u64(), Some(0), "{report}");
+    assert!(
+        n(
+            &lake,
+            &format!(
+                "SELECT count(*) AS n FROM api_access WHERE app_id = '{held_app}' \
+                 AND date < DATE '2026-11-07'"
+            )
+        ) > 0
+    );
+    retention("verify");
+}
