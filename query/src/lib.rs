@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! Lake --session()--> SessionContext (every Delta table by name, scanned by
-//!                     scan::LakeScan or, for what it cannot read, delta-rs)
+//!                     scan::LakeScan or, for what it cannot read, delta-rs;
+//!                     functions: UTC date_trunc, to_char with PostgreSQL templates)
 //!      --run_sql()--> batches --output::write_batches()--> table | csv | json | parquet
 //! ```
 

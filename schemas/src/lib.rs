@@ -10,6 +10,10 @@
 //! raw bytes --Decoder--> RecordBatch (+ quarantine rows) --Lake::append--> Delta commit
 //! ```
 //!
+//! It also holds what ingest and retention share about what must stay out of
+//! the lake: erasure tombstones and pseudonyms (`erasure`) and the retention
+//! floor (`floor`).
+//!
 //! Invariants: times are UTC microseconds; every table is partitioned by `date`
 //! (the UTC date of the row's time); nothing in this crate drops a message.
 
