@@ -15,7 +15,9 @@
 //! floor (`floor`).
 //!
 //! Invariants: times are UTC microseconds; every table is partitioned by `date`
-//! (the UTC date of the row's time); nothing in this crate drops a message.
+//! (the UTC date of the row's time); the decoder never drops a message (a bad one
+//! becomes a quarantine row), and rows leave a batch only by an erasure or the
+//! retention floor, counted by the caller.
 
 mod error;
 
