@@ -127,17 +127,13 @@ impl Hold {
     /// Whether the hold covers a row with these values (`None`: the table
     /// has no such column, which does not match a criterion).
     pub fn covers(&self, app: Option<&str>, user: Option<&str>, time: Option<i64>) -> bool {
-        let eq = |want: &Option<String>, have: Option<&str>| {
-            want.as_deref().is_none_or(|w| have == Some(w))
-        };
-        eq(&self.app, app)
-            && eq(&self.user, user)
-            && self
-                .from
-                .is_none_or(|f| time.is_some_and(|t| t >= f) || time.is_none())
-            && self
-                .until
-                .is_none_or(|u| time.is_some_and(|t| t < u) || time.is_none())
+        auditlake_schemas::floor::HoldCriteria {
+            app: self.app.as_deref(),
+            user: self.user.as_deref(),
+            from: self.from,
+            until: self.until,
+        }
+        .covers(app, user, time)
     }
 
     /// A short description (no user id: evidence must not hold one).
@@ -207,56 +203,54 @@ impl Policy {
             let (line, _) = line_col(text, name.span().start);
             tables_out.insert(n.to_string(), (TableRule { keep, line }, rule.keep.span()));
         }
-        // Detection judges each kept access by the grants and app declarations
-        // before it: swept sooner than the accesses, they would turn every
-        // older access into a `scope_not_granted` / `undeclared_scope` finding.
+        // Tables detection reads beside the accesses, or derives from them,
+        // must be kept at least as long as the accesses. Grants and app
+        // declarations: swept sooner, every older access would become a
+        // `scope_not_granted` / `undeclared_scope` finding. Findings and
+        // obligations: detect derives them again at every run, so swept rows
+        // would come back and verify would report them past retention;
+        // `unused_scope` dates its findings at the start of a 30-day window,
+        // so findings need 31 days whatever the accesses' keep.
         let access_keep = tables_out.get(tables::API_ACCESS).map(|(r, _)| r.keep);
-        for state in [tables::GRANTS, tables::APPS] {
-            let Some((rule, span)) = tables_out.get(state) else {
-                continue;
-            };
-            if access_keep.is_none_or(|a| rule.keep < a) {
-                return Err(at(
-                    span.clone(),
-                    format!(
-                        "`{state}` would be kept for less time than `{api}` ({}): detection \
-                         judges a kept access by the {state} before it, so older accesses would \
-                         all become findings; keep `{state}` at least as long as `{api}`",
-                        access_keep.map_or("forever".to_string(), |a| format!("{}d", a.num_days())),
-                        api = tables::API_ACCESS,
-                    ),
-                ));
-            }
-        }
-        // Detection derives `findings` and `obligations` from the kept
-        // accesses (and the grants, apps and deletions, kept at least as long)
-        // at every run: swept sooner, they come back with the next `detect`,
-        // and verify reports them past retention. `unused_scope` findings are
-        // dated at the start of their 30-day window, so findings need 31 days
-        // whatever the accesses' keep.
-        let access_keep = tables_out.get(tables::API_ACCESS).map(|(r, _)| r.keep);
-        for (derived, least) in [
-            (tables::FINDINGS, Some(TimeDelta::days(31))),
-            (tables::OBLIGATIONS, None),
+        for (table, least, why) in [
+            (
+                tables::GRANTS,
+                None,
+                "detection judges a kept access by the grants before it, so older accesses would all become findings",
+            ),
+            (
+                tables::APPS,
+                None,
+                "detection judges a kept access by the apps before it, so older accesses would all become findings",
+            ),
+            (
+                tables::FINDINGS,
+                Some(TimeDelta::days(31)),
+                "detect derives it from them at every run, so swept rows would come back with the next detect and fail verification",
+            ),
+            (
+                tables::OBLIGATIONS,
+                None,
+                "detect derives it from them at every run, so swept rows would come back with the next detect and fail verification",
+            ),
         ] {
-            let Some((rule, span)) = tables_out.get(derived) else {
+            let Some((rule, span)) = tables_out.get(table) else {
                 continue;
             };
-            // None: the accesses are kept forever, so is what derives from them.
+            // None: the accesses are kept forever.
             let bound = access_keep.map(|a| least.map_or(a, |l| a.max(l)));
             if bound.is_none_or(|b| rule.keep < b) {
                 return Err(at(
                     span.clone(),
                     format!(
-                        "`{derived}` would be kept for less time than detect derives it again \
-                         ({}: `{api}`'s keep{}): swept rows would come back with the next \
-                         detect and fail verification; keep `{derived}` at least that long",
-                        bound.map_or("forever".to_string(), |b| format!("{}d", b.num_days())),
+                        "`{table}` would be kept for less than `{api}`'s keep{} ({}): {why}; \
+                         keep `{table}` at least as long",
                         if least.is_some() {
-                            ", and at least 31d for unused_scope's 30-day window"
+                            " and 31 days (unused_scope's 30-day window)"
                         } else {
                             ""
                         },
+                        bound.map_or("forever".to_string(), |b| format!("{}d", b.num_days())),
                         api = tables::API_ACCESS,
                     ),
                 ));

@@ -414,14 +414,10 @@ pub(crate) async fn read_table(lake: &Lake, name: &str) -> Result<Vec<RecordBatc
 #[derive(Debug, Clone, Default)]
 pub struct ErasedUsers {
     key: Option<ErasureKey>,
-    /// Erased from every app.
-    everywhere: HashSet<UserHash>,
-    /// Erased from some apps only.
-    by_app: HashMap<UserHash, HashSet<String>>,
-    /// The latest `erased_at` of each user's erasure from every app.
-    everywhere_at: HashMap<UserHash, i64>,
-    /// The latest `erased_at` of each user's erasure from one app, per app.
-    by_app_at: HashMap<UserHash, HashMap<String, i64>>,
+    /// Erased from every app, with the latest `erased_at`.
+    everywhere: HashMap<UserHash, i64>,
+    /// Erased from some apps only, with the latest `erased_at` per app.
+    by_app: HashMap<UserHash, HashMap<String, i64>>,
     tombstones: usize,
 }
 
@@ -451,26 +447,15 @@ impl ErasedUsers {
         };
         for t in tombstones {
             let at = match &t.app_id {
-                None => out.everywhere_at.entry(t.user_hash).or_insert(t.erased_at),
+                None => out.everywhere.entry(t.user_hash).or_insert(t.erased_at),
                 Some(app) => out
-                    .by_app_at
+                    .by_app
                     .entry(t.user_hash)
                     .or_default()
                     .entry(app.clone())
                     .or_insert(t.erased_at),
             };
             *at = (*at).max(t.erased_at);
-            match &t.app_id {
-                None => {
-                    out.everywhere.insert(t.user_hash);
-                }
-                Some(app) => {
-                    out.by_app
-                        .entry(t.user_hash)
-                        .or_default()
-                        .insert(app.clone());
-                }
-            }
         }
         out
     }
@@ -492,12 +477,14 @@ impl ErasedUsers {
 
     /// Hashes of users erased from every app.
     pub fn erased_everywhere(&self) -> impl Iterator<Item = &UserHash> {
-        self.everywhere.iter()
+        self.everywhere.keys()
     }
 
     /// Hashes of users erased from some apps, with the apps.
-    pub fn erased_by_app(&self) -> impl Iterator<Item = (&UserHash, &HashSet<String>)> {
-        self.by_app.iter()
+    pub fn erased_by_app(
+        &self,
+    ) -> impl Iterator<Item = (&UserHash, impl Iterator<Item = &String>)> {
+        self.by_app.iter().map(|(h, apps)| (h, apps.keys()))
     }
 
     /// Whether `user_id` was erased from every app. Rows that carry an
@@ -505,7 +492,7 @@ impl ErasedUsers {
     /// also honours erasures from one app.
     pub fn contains(&self, user_id: &str) -> bool {
         match &self.key {
-            Some(key) if !self.is_empty() => self.everywhere.contains(&key.hash(user_id)),
+            Some(key) if !self.is_empty() => self.everywhere.contains_key(&key.hash(user_id)),
             _ => false,
         }
     }
@@ -521,24 +508,20 @@ impl ErasedUsers {
 
     /// [`covers`](Self::covers) for an already hashed user.
     pub fn covers_hash(&self, app_id: Option<&str>, hash: &UserHash) -> bool {
-        self.everywhere.contains(hash)
-            || match (app_id, self.by_app.get(hash)) {
-                (Some(app), Some(apps)) => apps.contains(app),
-                _ => false,
-            }
+        self.erased_at(app_id, hash).is_some()
     }
 
-    /// When the latest erasure covering a row of (`app_id`, user) was
-    /// ordered; `None` when no erasure covers it.
+    /// When the latest erasure covering a row of (`app_id`, user) took
+    /// effect; `None` when no erasure covers it.
     pub fn erased_at(&self, app_id: Option<&str>, hash: &UserHash) -> Option<i64> {
-        let everywhere = self.everywhere_at.get(hash).copied();
-        let this_app = app_id.and_then(|a| self.by_app_at.get(hash)?.get(a).copied());
+        let everywhere = self.everywhere.get(hash).copied();
+        let this_app = app_id.and_then(|a| self.by_app.get(hash)?.get(a).copied());
         everywhere.max(this_app)
     }
 
     /// Whether any erasure (from every app or from some) names this hash.
     pub fn names_hash(&self, hash: &UserHash) -> bool {
-        self.everywhere.contains(hash) || self.by_app.contains_key(hash)
+        self.everywhere.contains_key(hash) || self.by_app.contains_key(hash)
     }
 
     /// Whether raw message bytes (a quarantined message) mention an erased
@@ -555,9 +538,9 @@ impl ErasedUsers {
                 return false;
             };
             let h = key.hash(s);
-            self.everywhere.contains(&h)
+            self.everywhere.contains_key(&h)
                 || self.by_app.get(&h).is_some_and(|apps| {
-                    apps.iter()
+                    apps.keys()
                         .any(|a| tokens.iter().any(|t| t == &a.as_bytes()))
                 })
         })
@@ -608,9 +591,7 @@ impl ErasedUsers {
         let keep = arrow::compute::not(&doomed)?;
         Ok((arrow::compute::filter_record_batch(&batch, &keep)?, dropped))
     }
-}
 
-impl ErasedUsers {
     /// What ingest stores of a batch of `table` (a topic's table or
     /// `quarantine`): rows of erased users whose `event_time` is at or before
     /// the erasure are dropped, later ones keep every field but the id, which

@@ -55,21 +55,40 @@ pub struct FloorHold {
 
 impl FloorHold {
     fn covers(&self, app: Option<&str>, user: Option<&str>, time: Option<i64>) -> bool {
-        let within = |bound: Option<chrono::DateTime<chrono::Utc>>, after: bool| {
-            bound.is_none_or(|b| {
-                time.is_some_and(|t| {
-                    if after {
-                        t >= b.timestamp_micros()
-                    } else {
-                        t < b.timestamp_micros()
-                    }
-                })
-            })
-        };
-        self.app.as_deref().is_none_or(|a| app == Some(a))
-            && self.user.as_deref().is_none_or(|u| user == Some(u))
-            && within(self.from, true)
-            && within(self.until, false)
+        HoldCriteria {
+            app: self.app.as_deref(),
+            user: self.user.as_deref(),
+            from: self.from.map(|t| t.timestamp_micros()),
+            until: self.until.map(|t| t.timestamp_micros()),
+        }
+        .covers(app, user, time)
+    }
+}
+
+/// What a legal hold matches, borrowed from wherever the hold is kept: the
+/// one rule ingest (the floor) and retention (sweeps, erasures, verify)
+/// apply.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldCriteria<'a> {
+    /// Only rows of this app.
+    pub app: Option<&'a str>,
+    /// Only rows of this user.
+    pub user: Option<&'a str>,
+    /// Only rows at or after this time (UTC microseconds).
+    pub from: Option<i64>,
+    /// Only rows before this time (UTC microseconds).
+    pub until: Option<i64>,
+}
+
+impl HoldCriteria<'_> {
+    /// Whether a row with these values is covered. A `None` app or user (the
+    /// table has no such column) does not match a criterion on it; a row
+    /// without a time matches any time bound.
+    pub fn covers(&self, app: Option<&str>, user: Option<&str>, time: Option<i64>) -> bool {
+        self.app.is_none_or(|w| app == Some(w))
+            && self.user.is_none_or(|w| user == Some(w))
+            && self.from.is_none_or(|f| time.is_none_or(|t| t >= f))
+            && self.until.is_none_or(|u| time.is_none_or(|t| t < u))
     }
 }
 
