@@ -342,6 +342,20 @@ fn concurrent_backfills_store_each_event_once() {
     assert_eq!(quarantined, q, "the writers' quarantined counts add up");
 }
 
+/// `auditlake retention VERB` on `lake` under `policy`, judged at `now`.
+fn retention_at(verb: &str, lake: &Path, policy: &Path, now: &str) -> String {
+    run(&[
+        "retention",
+        verb,
+        "--lake",
+        lake.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--now",
+        now,
+    ])
+}
+
 /// A backfill rerun after a sweep does not write back what the sweep
 /// deleted: the sweep leaves a retention floor (the first day it kept) that
 /// ingest honours, and verification still passes.
@@ -367,18 +381,7 @@ fn a_rerun_after_a_sweep_does_not_bring_expired_days_back() {
     let policy = dir.path().join("p.toml");
     std::fs::write(&policy, "[tables.api_access]\nkeep = \"5d\"\n").unwrap();
     let now = "2026-11-12T00:00:00Z";
-    let retention = |verb: &str| {
-        run(&[
-            "retention",
-            verb,
-            "--lake",
-            lake.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-            "--now",
-            now,
-        ])
-    };
+    let retention = |verb: &str| retention_at(verb, &lake, &policy, now);
     retention("sweep");
     let kept = n(&lake, "SELECT count(*) AS n FROM api_access");
     assert!(kept > 0 && kept < distinct, "{kept} of {distinct}");
@@ -432,18 +435,7 @@ fn late_rows_under_a_legal_hold_pass_the_floor() {
         ),
     )
     .unwrap();
-    let retention = |verb: &str| {
-        run(&[
-            "retention",
-            verb,
-            "--lake",
-            lake.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-            "--now",
-            "2026-11-12T00:00:00Z",
-        ])
-    };
+    let retention = |verb: &str| retention_at(verb, &lake, &policy, "2026-11-12T00:00:00Z");
     retention("sweep");
     let report: serde_json::Value = serde_json::from_str(&run(&[
         "ingest",

@@ -599,6 +599,20 @@ impl FlushJob {
         Ok(out)
     }
 
+    /// Passes every pending batch of events through `f`, keeping what it
+    /// returns (batches left empty go).
+    fn map_events(&mut self, mut f: impl FnMut(RecordBatch) -> Result<RecordBatch>) -> Result<()> {
+        let mut kept = Vec::with_capacity(self.events.len());
+        for pending in std::mem::take(&mut self.events) {
+            let events = f(pending.materialize()?)?;
+            if events.num_rows() > 0 {
+                kept.push(Pending { events, keep: None });
+            }
+        }
+        self.events = kept;
+        Ok(())
+    }
+
     /// Drops the events dated before their table's retention floor: a sweep
     /// deleted those days, and a backfill rerun or a replay must not write
     /// them back. The floor is read again at every flush (one small object).
@@ -612,15 +626,11 @@ impl FlushJob {
             return Ok(0);
         }
         let mut dropped = 0;
-        let mut kept = Vec::with_capacity(self.events.len());
-        for pending in std::mem::take(&mut self.events) {
-            let (events, n) = floor.retain_batch(table, pending.materialize()?)?;
+        self.map_events(|events| {
+            let (events, n) = floor.retain_batch(table, events)?;
             dropped += n;
-            if events.num_rows() > 0 {
-                kept.push(Pending { events, keep: None });
-            }
-        }
-        self.events = kept;
+            Ok(events)
+        })?;
         if dropped > 0 {
             tracing::info!(
                 table,
@@ -647,19 +657,12 @@ impl FlushJob {
         }
         let (mut dropped, mut pseudonymized) = (0, 0);
         let table = self.topic.table();
-        let mut kept = Vec::with_capacity(self.events.len());
-        for pending in std::mem::take(&mut self.events) {
-            let applied = erased.apply_to_incoming(table, pending.materialize()?)?;
+        self.map_events(|events| {
+            let applied = erased.apply_to_incoming(table, events)?;
             dropped += applied.dropped;
             pseudonymized += applied.pseudonymized;
-            if applied.batch.num_rows() > 0 {
-                kept.push(Pending {
-                    events: applied.batch,
-                    keep: None,
-                });
-            }
-        }
-        self.events = kept;
+            Ok(applied.batch)
+        })?;
         let mut kept = Vec::with_capacity(self.quarantine.len());
         for batch in std::mem::take(&mut self.quarantine) {
             let (batch, n) = erased.retain_batch(tables::QUARANTINE, batch)?;

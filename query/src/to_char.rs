@@ -193,16 +193,13 @@ mod tests {
     async fn both_syntaxes_answer_the_same() {
         let ctx = SessionContext::new();
         ctx.register_udf(ScalarUDF::new_from_impl(PgToChar::default()));
-        let batches = ctx
-            .sql(
-                "SELECT to_char(t, 'YYYY-MM-DD HH24:MI') AS pg, to_char(t, '%Y-%m-%d %H:%M') AS c \
+        let batches = crate::run_sql(
+            &ctx,
+            "SELECT to_char(t, 'YYYY-MM-DD HH24:MI') AS pg, to_char(t, '%Y-%m-%d %H:%M') AS c \
                  FROM (VALUES (TIMESTAMP '2026-11-20 08:15:30')) AS v(t)",
-            )
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        )
+        .await
+        .unwrap();
         let b = &batches[0];
         assert_eq!(b.column(0).as_string::<i32>().value(0), "2026-11-20 08:15");
         assert_eq!(b.column(1).as_string::<i32>().value(0), "2026-11-20 08:15");

@@ -328,10 +328,16 @@ impl Erase {
             dry_run: false,
         };
         self.progress.start("erase", USER_TABLES.len() as u64);
-        let tables =
-            futures::future::try_join_all(USER_TABLES.iter().map(|table| {
-                self.erase_table(table, &hash, &holds, &meta, &opts, tomb_rx.clone())
-            }));
+        let tables = futures::future::try_join_all(USER_TABLES.iter().map(|table| {
+            self.erase_table(
+                table,
+                (&stored_id, &hash),
+                &holds,
+                &meta,
+                &opts,
+                tomb_rx.clone(),
+            )
+        }));
         let (tombstoned, done) = futures::future::join(write_tombstone, tables).await;
         tombstoned?;
         let done = done?;
@@ -496,7 +502,7 @@ impl Erase {
     async fn erase_table(
         &self,
         table: &'static str,
-        hash: &UserHash,
+        (stored_id, hash): (&str, &UserHash),
         holds: &[crate::policy::Hold],
         meta: &HashMap<String, serde_json::Value>,
         opts: &PurgeOptions,
@@ -504,20 +510,11 @@ impl Erase {
     ) -> Result<TableDone> {
         let started = Instant::now();
         let lake = &self.lake;
-        let mut filter = if erasure::parse_pseudonym(&self.user).is_some() {
-            // As stored: lower-case hex, whatever the case typed.
-            UserFilter::new(
-                table,
-                &erasure::pseudonym(hash),
-                self.app.as_deref(),
-                holds.to_vec(),
-            )
-        } else {
-            UserFilter::new(table, &self.user, self.app.as_deref(), holds.to_vec())
-        };
-        if erasure::parse_pseudonym(&self.user).is_none() {
+        let mut filter = UserFilter::new(table, stored_id, self.app.as_deref(), holds.to_vec());
+        let pseudonym = erasure::pseudonym(hash);
+        if stored_id != pseudonym {
             // Rows stored under the pseudonym since an earlier erasure go too.
-            filter.pseudonym = Some(erasure::pseudonym(hash));
+            filter.pseudonym = Some(pseudonym);
         }
         let filter = Arc::new(filter);
         let mut total = RewriteMetrics::default();

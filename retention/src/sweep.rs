@@ -204,10 +204,11 @@ impl Sweep {
             RetentionFloor::raise(lake, &first_kept, holds).await?;
         }
         self.progress.start("sweep", tables.len() as u64);
+        // A hold on a user keeps their rows under the pseudonym too.
+        let holds = with_pseudonym_holds(&self.policy.holds, erased.key());
         let swept: Result<()> = async {
             for table in tables {
                 let cutoff = self.policy.cutoff_date(table, self.now);
-                let holds = with_pseudonym_holds(&self.policy.holds, erased.key());
                 let filter = Arc::new(SweepFilter {
                     table: table.to_string(),
                     cutoff,

@@ -167,16 +167,13 @@ mod tests {
     async fn psql_describe_functions_plan_and_answer() {
         let ctx = SessionContext::new();
         register(&ctx);
-        let batches = ctx
-            .sql(
-                "SELECT pg_size_pretty(123456789) AS s, \
+        let batches = crate::run_sql(
+            &ctx,
+            "SELECT pg_size_pretty(123456789) AS s, \
                  pg_function_is_visible(1) AS v, obj_description(1, 'pg_class') AS d",
-            )
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        )
+        .await
+        .unwrap();
         let b = &batches[0];
         assert_eq!(b.column(0).as_string::<i32>().value(0), "118 MB");
         assert!(b.column(1).as_boolean().value(0));
