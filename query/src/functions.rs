@@ -61,7 +61,7 @@ pub fn register_functions(ctx: &SessionContext) {
 }
 
 /// Whether a timestamp's zone is UTC under any of its usual spellings.
-fn is_utc(tz: &str) -> bool {
+pub(crate) fn is_utc(tz: &str) -> bool {
     matches!(
         tz,
         "UTC" | "utc" | "Z" | "+00:00" | "+0000" | "+00" | "Etc/UTC" | "Etc/UCT" | "UCT"
