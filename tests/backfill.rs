@@ -399,6 +399,16 @@ fn a_rerun_after_a_sweep_does_not_bring_expired_days_back() {
     assert_eq!(stats["expired"].as_u64(), Some(distinct - kept), "{report}");
     assert_eq!(n(&lake, "SELECT count(*) AS n FROM api_access"), kept);
     retention("verify");
+
+    // A longer keep does not lower the floor: the lake still keeps from the
+    // day the first sweep kept, and the sweep says so.
+    std::fs::write(&policy, "[tables.api_access]\nkeep = \"9d\"\n").unwrap();
+    let out = retention("sweep");
+    assert!(
+        out.contains("api_access: deleted 0 rows") && out.contains("keeps from 2026-11-07"),
+        "{out}"
+    );
+    assert_eq!(n(&lake, "SELECT count(*) AS n FROM api_access"), kept);
 }
 
 /// Rows older than the floor that a legal hold covers still land: an app

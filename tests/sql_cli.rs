@@ -213,7 +213,8 @@ fn a_missing_lake_is_an_error_not_a_new_directory() {
 }
 
 /// `auditlake sql ... | head -1`: the reader closing the pipe ends the
-/// command quietly with success, not with "Error: ... Broken pipe" and 1.
+/// command quietly with success, not with "Error: ... Broken pipe" and 1,
+/// and `--timings` still records the query that ran.
 #[test]
 fn a_reader_closing_the_pipe_is_not_an_error() {
     use std::io::{BufRead, BufReader};
@@ -221,8 +222,10 @@ fn a_reader_closing_the_pipe_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let lake = lake(dir.path());
     for format in ["csv", "table", "json"] {
+        let timings = dir.path().join(format!("timings-{format}.json"));
         let mut child = Command::new(BIN)
-            .args(["sql", "--lake", &lake, "--format", format])
+            .args(["sql", "--lake", &lake, "--format", format, "--timings"])
+            .arg(&timings)
             // Far more rows than a pipe buffer holds, so writes block and fail.
             .arg("SELECT a.* FROM api_access a CROSS JOIN (SELECT 1 FROM api_access LIMIT 20) b")
             .env("AUDITLAKE_LOG", "warn")
@@ -240,7 +243,44 @@ fn a_reader_closing_the_pipe_is_not_an_error() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{format}: {:?} {stderr}", out.status);
         assert!(!stderr.contains("Error"), "{format}: {stderr}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&timings).expect("timings written")).unwrap();
+        assert_eq!(report["queries"].as_array().unwrap().len(), 1, "{report}");
     }
+}
+
+/// `detect --metrics ... | head`: the metrics are printed even when the
+/// reader has gone before the findings were written.
+#[test]
+fn detect_prints_its_metrics_when_the_reader_is_gone() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake(dir.path());
+    let apps = format!("apps={}", dir.path().join("d/apps.jsonl").display());
+    ok(&["ingest", "--lake", &lake, "--input", &apps]);
+    let args = ["detect", "--lake", &lake, "--dry-run", "--format", "jsonl"];
+    let findings = ok(&args);
+    assert!(findings.lines().count() > 0, "the fixture has findings");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--metrics")
+        .env("AUDITLAKE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+    let metrics: serde_json::Value = serde_json::from_str(
+        stderr
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no metrics in {stderr}")),
+    )
+    .unwrap();
+    assert!(metrics.is_object(), "{metrics}");
 }
 
 /// `sql` changes nothing: writes (INSERT, COPY TO) and definitions (DROP,

@@ -564,7 +564,7 @@ impl Erase {
             let done = planned.is_empty() || m.version.is_none();
             seen.extend(planned);
             seen.extend(m.written.iter().cloned());
-            merge(&mut total, m);
+            total.absorb(m);
             if done {
                 break;
             }
@@ -631,19 +631,4 @@ pub fn validate_id(id: &str, what: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn merge(total: &mut RewriteMetrics, m: RewriteMetrics) {
-    total.files_considered += m.files_considered;
-    total.files_read += m.files_read;
-    total.retired.extend(m.retired);
-    total.written.extend(m.written);
-    total.rows_removed += m.rows_removed;
-    total.rows_rewritten += m.rows_rewritten;
-    total.bytes_read += m.bytes_read;
-    total.bytes_written += m.bytes_written;
-    total.version = m.version.or(total.version);
-    total.partitions.extend(m.partitions);
-    total.partitions.sort();
-    total.partitions.dedup();
 }

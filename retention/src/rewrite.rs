@@ -107,6 +107,25 @@ pub struct RewriteMetrics {
     pub partitions: Vec<String>,
 }
 
+impl RewriteMetrics {
+    /// Adds a further commit's metrics (a second pass over the same table);
+    /// the version becomes the later commit's, when it made one.
+    pub fn absorb(&mut self, more: RewriteMetrics) {
+        self.files_considered += more.files_considered;
+        self.files_read += more.files_read;
+        self.retired.extend(more.retired);
+        self.written.extend(more.written);
+        self.rows_removed += more.rows_removed;
+        self.rows_rewritten += more.rows_rewritten;
+        self.bytes_read += more.bytes_read;
+        self.bytes_written += more.bytes_written;
+        self.version = more.version.or(self.version);
+        self.partitions.extend(more.partitions);
+        self.partitions.sort();
+        self.partitions.dedup();
+    }
+}
+
 /// Rows decoded and written at a time when a file is rewritten: each batch
 /// goes to the writer before the next is decoded. With whole files (~32k
 /// rows) decoded first, an erase touched ~300 MiB of fresh memory, and the

@@ -20,7 +20,7 @@
 //! (detect replacing `findings`) reruns the table's step from a fresh
 //! snapshot, and files younger than the orphan grace are never deleted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -52,12 +52,19 @@ pub struct Sweep {
     orphan_grace: TimeDelta,
     wall_now: Option<DateTime<Utc>>,
     progress: Arc<dyn Progress>,
+    before_commit: Option<BeforeCommit>,
 }
+
+/// Run with a table's name after its first pass planned, before it commits
+/// (see [`Sweep::with_before_commit`]).
+pub type BeforeCommit = Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// What a sweep did (or would do) to one table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableSweep {
-    /// First day kept (`YYYY-MM-DD`), if the policy gives the table a keep time.
+    /// First day kept (`YYYY-MM-DD`), if the policy gives the table a keep
+    /// time: the policy's cutoff, or the retention floor an earlier sweep with
+    /// a shorter keep left, whichever is later.
     pub keeps_from: Option<String>,
     /// Retired and rewritten files, rows and bytes.
     pub rewrite: RewriteMetrics,
@@ -110,7 +117,17 @@ impl Sweep {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             wall_now: None,
             progress: Arc::new(NoProgress),
+            before_commit: None,
         }
+    }
+
+    /// Runs `hook` between each table's first pass planning and its commit:
+    /// for tests to commit beside the sweep at exactly that moment (a race
+    /// the real writers only hit by chance).
+    #[doc(hidden)]
+    pub fn with_before_commit(mut self, hook: BeforeCommit) -> Self {
+        self.before_commit = Some(hook);
+        self
     }
 
     /// Report only; change nothing.
@@ -185,7 +202,9 @@ impl Sweep {
         }
         // The retention floor rises before anything is deleted, so an ingest
         // running beside the sweep stops writing days it is deleting.
-        if !self.dry_run {
+        let floor = if self.dry_run {
+            RetentionFloor::load(lake).await?
+        } else {
             let first_kept: BTreeMap<String, i32> = tables
                 .iter()
                 .filter_map(|t| Some((t.to_string(), self.policy.cutoff_date(t, self.now)?)))
@@ -201,8 +220,8 @@ impl Sweep {
                     until: h.until.and_then(DateTime::from_timestamp_micros),
                 })
                 .collect();
-            RetentionFloor::raise(lake, &first_kept, holds).await?;
-        }
+            RetentionFloor::raise(lake, &first_kept, holds).await?
+        };
         self.progress.start("sweep", tables.len() as u64);
         // A hold on a user keeps their rows under the pseudonym too.
         let holds = with_pseudonym_holds(&self.policy.holds, erased.key());
@@ -217,31 +236,74 @@ impl Sweep {
                         .then(|| erased.clone()),
                     hashes: hashes.clone(),
                 });
-                let rewrite = retry(table, || async {
-                    let Some(t) = lake.table(table).await? else {
-                        return Ok(RewriteMetrics::default());
-                    };
-                    let mut plan = Vec::new();
-                    for f in files::data_files(&t, table)? {
-                        let held = holds.iter().any(|h| hold_may_cover(h, table, &f));
-                        if filter.file_expired(&f) && !held {
-                            plan.push((f, FileAction::Drop));
-                        } else if filter.file_expired(&f) || filter.erased.is_some() {
-                            plan.push((f, FileAction::Filter));
+                // One pass plans on a snapshot and commits; files it did not
+                // see are left alone. Ingest appends do not conflict with the
+                // commit, so a flush that read the floor before it rose and
+                // committed between this pass's planning and its commit may
+                // have written expired days: a further pass looks at just
+                // the files that appeared meanwhile (a flush committing after
+                // this sweep's commit finds the table moved and reads the
+                // floor again).
+                let (opts, before_commit, dry_run) =
+                    (&self.opts, &self.before_commit, self.dry_run);
+                let pass = |seen: Option<HashSet<String>>| {
+                    let (filter, holds, meta) = (filter.clone(), &holds, meta.clone());
+                    async move {
+                        let Some(t) = lake.table(table).await? else {
+                            return Ok((RewriteMetrics::default(), HashSet::new()));
+                        };
+                        let mut plan = Vec::new();
+                        let mut snapshot = HashSet::new();
+                        for f in files::data_files(&t, table)? {
+                            if seen.as_ref().is_some_and(|s| s.contains(&f.path)) {
+                                continue;
+                            }
+                            snapshot.insert(f.path.clone());
+                            let expired = filter.file_expired(&f);
+                            let held = holds.iter().any(|h| hold_may_cover(h, table, &f));
+                            if expired && !held {
+                                plan.push((f, FileAction::Drop));
+                            } else if expired || seen.is_none() && filter.erased.is_some() {
+                                plan.push((f, FileAction::Filter));
+                            }
                         }
+                        let hook = before_commit.clone().filter(|_| seen.is_none());
+                        let m = rewrite::apply_gated(
+                            table,
+                            &t,
+                            &plan,
+                            filter,
+                            opts,
+                            meta,
+                            dry_run,
+                            async move {
+                                if let Some(hook) = hook {
+                                    hook(table).await;
+                                }
+                                Ok(())
+                            },
+                        )
+                        .await?;
+                        Ok((m, snapshot))
                     }
-                    rewrite::apply(
-                        table,
-                        &t,
-                        &plan,
-                        filter.clone(),
-                        &self.opts,
-                        meta.clone(),
-                        self.dry_run,
-                    )
-                    .await
-                })
-                .await?;
+                };
+                let (mut rewrite, mut seen) = retry(table, || pass(None)).await?;
+                let mut again = cutoff.is_some() && !self.dry_run;
+                while again {
+                    seen.extend(rewrite.written.iter().cloned());
+                    let (more, snapshot) = retry(table, || pass(Some(seen.clone()))).await?;
+                    again = more.version.is_some();
+                    if let Some(version) = more.version {
+                        tracing::info!(
+                            table,
+                            version,
+                            rows_removed = more.rows_removed,
+                            "removed expired rows an ingest committed during the sweep"
+                        );
+                    }
+                    seen.extend(snapshot);
+                    rewrite.absorb(more);
+                }
                 // Cluster old partitions (after the deletions: nothing erased or
                 // expired is copied), before the purge (which removes the
                 // unclustered originals).
@@ -282,7 +344,11 @@ impl Sweep {
                 report.tables.insert(
                     table.to_string(),
                     TableSweep {
-                        keeps_from: cutoff.map(day_name),
+                        // A floor set by an earlier sweep with a shorter
+                        // keep stays: nothing below it is in the lake.
+                        keeps_from: cutoff
+                            .map(|c| c.max(floor.first_kept(table).unwrap_or(c)))
+                            .map(day_name),
                         rewrite,
                         cluster,
                         purge,

@@ -4,29 +4,56 @@
 //!
 //! ```text
 //! retention sweep (not --dry-run) --> RetentionFloor::raise(lake, {table: first day kept})
-//!                                       object `_auditlake/retention_floor.json`
-//! ingest (every flush)            --> RetentionFloor::load(lake)
+//!                                       writes _auditlake/retention_floor/<version>.json
+//! ingest (every flush)            --> RetentionFloor::load(lake)      the latest version
 //!                                       .retain_batch(table, batch)  drops rows before it
 //! ```
 //!
 //! The floor only rises: a sweep under a policy that keeps longer than an
-//! earlier one does not lower it (what the earlier sweep deleted stays gone;
-//! edit the object to readmit old rows on purpose). The sweep also records
-//! the policy's legal holds, and ingest keeps a row older than the floor that
-//! a hold covers (a held app's late delivery), as the sweep would have.
+//! earlier one does not lower it (what the earlier sweep deleted stays gone).
+//! The sweep also records the policy's legal holds, and ingest keeps a row
+//! older than the floor that a hold covers (a held app's late delivery), as
+//! the sweep would have.
+//!
+//! Each raise writes a new version, numbered one past the latest, only if no
+//! object of that number exists (`PutMode::Create`, the atomic put Delta's
+//! commits rely on too). Two sweeps at once therefore cannot lose each
+//! other's floor: the one that loses the race reads the winner's version,
+//! merges its own days in and writes the next one. The last few versions are
+//! kept. To let ingest write older days again on purpose, delete
+//! `_auditlake/retention_floor/` (or write a higher version by hand). A lake
+//! from before versions has one `_auditlake/retention_floor.json`; it is read
+//! while no version exists, and the first raise carries it forward.
 
 use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Date32Type;
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::tables::PARTITION_COLUMN;
 use crate::{Error, Lake, Result};
 
-/// Where the floor is kept under the lake root.
-pub const FLOOR_OBJECT: &str = "_auditlake/retention_floor.json";
+/// Where the floor's versions are kept under the lake root: one
+/// `<version>.json` per raise, 20 digits so names sort as numbers.
+pub const FLOOR_PREFIX: &str = "_auditlake/retention_floor";
+
+/// The single floor object of lakes written before versions; read while no
+/// version exists.
+pub const LEGACY_FLOOR_OBJECT: &str = "_auditlake/retention_floor.json";
+
+/// Versions kept after a raise (older ones are deleted): enough that a
+/// reader that listed just before a raise still finds the one it listed.
+const VERSIONS_KEPT: u64 = 5;
+
+/// Raises that lose the race to another sweep are retried this many times.
+const RAISE_ATTEMPTS: usize = 32;
+
+fn version_path(version: u64) -> object_store::path::Path {
+    format!("{FLOOR_PREFIX}/{version:020}.json").into()
+}
 
 /// Per table, the first day kept (days since 1970-01-01, as `date`), and
 /// the legal holds in force at the last sweep. Stored as
@@ -136,51 +163,132 @@ impl Stored {
 impl RetentionFloor {
     /// The lake's floor; empty when no sweep ever deleted by keep time.
     pub async fn load(lake: &Lake) -> Result<Self> {
+        Ok(Self::load_versioned(lake).await?.0)
+    }
+
+    /// The latest floor and its version (0: none, or only the legacy object).
+    async fn load_versioned(lake: &Lake) -> Result<(Self, u64)> {
         let store = lake.object_store()?;
-        match store.get(&FLOOR_OBJECT.into()).await {
-            Ok(got) => {
-                let bytes = got.bytes().await?;
-                serde_json::from_slice::<Stored>(&bytes)
-                    .map(Stored::floor)
-                    .map_err(|e| Error::Floor {
-                        path: format!("{FLOOR_OBJECT} under {lake}"),
-                        reason: format!(
-                            "not {{\"tables\": {{\"TABLE\": \"YYYY-MM-DD\", ...}}}}: {e}; \
-                             fix it, or delete it to let ingest write any day again"
-                        ),
-                    })
+        // A raise deletes old versions: one listed here may be gone by the
+        // time it is read; list again then.
+        for _ in 0..RAISE_ATTEMPTS {
+            let prefix = object_store::path::Path::from(FLOOR_PREFIX);
+            let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+            let latest = listed
+                .iter()
+                .filter_map(|meta| {
+                    let name = meta.location.filename()?;
+                    name.strip_suffix(".json")?.parse::<u64>().ok()
+                })
+                .max();
+            let (path, version) = match latest {
+                Some(v) => (version_path(v), v),
+                None => (LEGACY_FLOOR_OBJECT.into(), 0),
+            };
+            match store.get(&path).await {
+                Ok(got) => {
+                    let bytes = got.bytes().await?;
+                    let floor = serde_json::from_slice::<Stored>(&bytes)
+                        .map(Stored::floor)
+                        .map_err(|e| Error::Floor {
+                            path: format!("{path} under {lake}"),
+                            reason: format!(
+                                "not {{\"tables\": {{\"TABLE\": \"YYYY-MM-DD\", ...}}}}: {e}; \
+                                 fix it, or delete {FLOOR_PREFIX}/ to let ingest write any \
+                                 day again"
+                            ),
+                        })?;
+                    return Ok((floor, version));
+                }
+                Err(object_store::Error::NotFound { .. }) if version == 0 => {
+                    return Ok((Self::default(), 0));
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(Self::default()),
-            Err(e) => Err(e.into()),
         }
+        Err(Error::Floor {
+            path: format!("{FLOOR_PREFIX}/ under {lake}"),
+            reason: format!(
+                "its latest version vanished {RAISE_ATTEMPTS} times while being read \
+                 (something keeps deleting it)"
+            ),
+        })
     }
 
     /// Raises the floor of each table in `first_kept` (never lowers one),
     /// records `holds` (the policy's, replacing the last sweep's) and stores
-    /// it; returns the floor now in force.
+    /// it as a new version; returns the floor now in force. A sweep that
+    /// raced this one and stored its version first is merged, not lost.
     pub async fn raise(
         lake: &Lake,
         first_kept: &BTreeMap<String, i32>,
         holds: Vec<FloorHold>,
     ) -> Result<Self> {
-        let mut floor = Self::load(lake).await?;
-        let mut changed = floor.holds != holds;
-        floor.holds = holds;
-        for (table, day) in first_kept {
-            let at = floor.tables.entry(table.clone()).or_insert(i32::MIN);
-            if *day > *at {
-                *at = *day;
-                changed = true;
+        let store = lake.object_store()?;
+        for _ in 0..RAISE_ATTEMPTS {
+            let (mut floor, version) = Self::load_versioned(lake).await?;
+            let mut changed = floor.holds != holds || version == 0 && !floor.tables.is_empty();
+            floor.holds = holds.clone();
+            for (table, day) in first_kept {
+                let at = floor.tables.entry(table.clone()).or_insert(i32::MIN);
+                if *day > *at {
+                    *at = *day;
+                    changed = true;
+                }
             }
-        }
-        if changed {
+            if !changed {
+                return Ok(floor);
+            }
             let text = serde_json::to_string_pretty(&Stored::of(&floor))
                 .map_err(|e| Error::Internal(format!("encoding the retention floor: {e}")))?;
-            lake.object_store()?
-                .put(&FLOOR_OBJECT.into(), PutPayload::from(text))
-                .await?;
+            let next = version + 1;
+            let put = store
+                .put_opts(
+                    &version_path(next),
+                    PutPayload::from(text),
+                    PutOptions {
+                        mode: PutMode::Create,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match put {
+                Ok(_) => {
+                    if version == 0 {
+                        // Carried forward: the legacy object must not come
+                        // back into force if the versions are deleted.
+                        match store.delete(&LEGACY_FLOOR_OBJECT.into()).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    // Old versions go; a failure only leaves them behind.
+                    for old in
+                        next.saturating_sub(VERSIONS_KEPT + 8)..=next.saturating_sub(VERSIONS_KEPT)
+                    {
+                        if old > 0 {
+                            match store.delete(&version_path(old)).await {
+                                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                                Err(e) => {
+                                    tracing::warn!(version = old, error = %e, "keeping an old retention floor version");
+                                }
+                            }
+                        }
+                    }
+                    return Ok(floor);
+                }
+                // Another sweep stored this version first: merge with it.
+                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(floor)
+        Err(Error::Floor {
+            path: format!("{FLOOR_PREFIX}/ under {lake}"),
+            reason: format!(
+                "{RAISE_ATTEMPTS} other writers stored a version first; run the sweep again"
+            ),
+        })
     }
 
     /// The first day kept of `table`, if a sweep set one.
@@ -249,15 +357,87 @@ mod tests {
         let lake = Lake::open("memory:///damaged").unwrap();
         lake.object_store()
             .unwrap()
-            .put(&FLOOR_OBJECT.into(), PutPayload::from("{\"tables\": 3}"))
+            .put(&version_path(7), PutPayload::from("{\"tables\": 3}"))
             .await
             .unwrap();
         let err = RetentionFloor::load(&lake).await.unwrap_err().to_string();
         assert!(
-            err.starts_with("retention floor _auditlake/retention_floor.json")
+            err.starts_with("retention floor _auditlake/retention_floor/00000000000000000007.json")
                 && !err.contains("bug"),
             "{err}"
         );
+    }
+
+    /// Sweeps raising the floor at once each land their days: none
+    /// overwrites another's (the lost update of a plain put).
+    #[tokio::test]
+    async fn racing_raises_lose_no_table() {
+        let dir = tempfile::tempdir().unwrap();
+        for root in [
+            "memory:///race".to_string(),
+            dir.path().display().to_string(),
+        ] {
+            let lake = Lake::open(&root).unwrap();
+            let raises = (0..12).map(|i| {
+                let lake = lake.clone();
+                tokio::spawn(async move {
+                    let first_kept = BTreeMap::from([(format!("table_{i}"), 100 + i)]);
+                    RetentionFloor::raise(&lake, &first_kept, vec![]).await
+                })
+            });
+            for raise in futures::future::join_all(raises).await {
+                raise.unwrap().unwrap();
+            }
+            let floor = RetentionFloor::load(&lake).await.unwrap();
+            for i in 0..12 {
+                assert_eq!(
+                    floor.first_kept(&format!("table_{i}")),
+                    Some(100 + i),
+                    "{root}"
+                );
+            }
+            // Old versions were pruned: the last few are kept.
+            let store = lake.object_store().unwrap();
+            let prefix = object_store::path::Path::from(FLOOR_PREFIX);
+            let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
+            assert!(
+                (1..=VERSIONS_KEPT as usize + 1).contains(&listed.len()),
+                "{root}: {listed:?}"
+            );
+        }
+    }
+
+    /// A lake's floor from before versions still holds, and the first raise
+    /// carries it forward and removes it.
+    #[tokio::test]
+    async fn the_legacy_floor_is_carried_forward() {
+        let lake = Lake::open("memory:///legacy").unwrap();
+        let store = lake.object_store().unwrap();
+        store
+            .put(
+                &LEGACY_FLOOR_OBJECT.into(),
+                PutPayload::from(r#"{"tables": {"api_access": "2026-11-07"}}"#),
+            )
+            .await
+            .unwrap();
+        let day = (chrono::NaiveDate::from_ymd_opt(2026, 11, 7).unwrap() - EPOCH).num_days() as i32;
+        assert_eq!(
+            RetentionFloor::load(&lake)
+                .await
+                .unwrap()
+                .first_kept("api_access"),
+            Some(day)
+        );
+        let floor = RetentionFloor::raise(&lake, &BTreeMap::from([("grants".into(), 5)]), vec![])
+            .await
+            .unwrap();
+        assert_eq!(floor.first_kept("api_access"), Some(day));
+        assert_eq!(floor.first_kept("grants"), Some(5));
+        assert!(matches!(
+            store.get(&LEGACY_FLOOR_OBJECT.into()).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        assert_eq!(RetentionFloor::load(&lake).await.unwrap(), floor);
     }
 
     #[tokio::test]
@@ -284,7 +464,7 @@ mod tests {
         let stored = lake
             .object_store()
             .unwrap()
-            .get(&FLOOR_OBJECT.into())
+            .get(&version_path(2))
             .await
             .unwrap()
             .bytes()

@@ -206,14 +206,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("detect over lake {lake}"))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, super::stdout());
-    match args.format {
-        OutputFormat::Jsonl => findings.write_jsonl(&mut out)?,
-        OutputFormat::Table => findings.write_table(&mut out)?,
-        OutputFormat::None => {}
+    let written = match args.format {
+        OutputFormat::Jsonl => findings.write_jsonl(&mut out),
+        OutputFormat::Table => findings.write_table(&mut out),
+        OutputFormat::None => Ok(()),
     }
-    out.flush()?;
+    .map_err(anyhow::Error::from)
+    .and_then(|()| Ok(out.flush()?));
+    // Written even when the reader went away (`| head`) or the output failed.
     if args.metrics {
         eprintln!("{}", serde_json::to_string(&metrics)?);
     }
+    written?;
     Ok(ExitCode::SUCCESS)
 }

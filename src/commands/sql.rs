@@ -165,8 +165,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(out) => out,
             None => out.insert(open_output(args.output.as_ref())?),
         };
-        auditlake_query::write_batches(&batches, schema, args.format, &mut *out)?;
-        out.flush()?;
+        let written = auditlake_query::write_batches(&batches, schema, args.format, &mut *out)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(out.flush()?));
+        // A reader that went away (`| head`) ends the output, not the
+        // command: the timings of what ran are still written.
+        let closed = written.is_err() && super::stdout_closed();
+        if !closed {
+            written?;
+        }
         timings.push(QueryTimings {
             sql: sql.clone(),
             rows: batches.iter().map(|b| b.num_rows()).sum(),
@@ -174,6 +181,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             runs_ms,
             output_ms: ms(t),
         });
+        if closed {
+            break;
+        }
     }
     drop(out);
 

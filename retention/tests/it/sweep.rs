@@ -260,3 +260,81 @@ async fn retired_files_of_tables_kept_forever_are_purged() {
         30
     );
 }
+
+/// An ingest flush that read the floor before the sweep raised it, and
+/// commits expired rows between the sweep's planning and its commit (an
+/// append does not conflict with the sweep's commit): a further pass over
+/// the files that appeared meanwhile removes them, so verify passes at once.
+#[tokio::test]
+async fn rows_committed_during_a_sweep_below_its_floor_are_removed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use auditlake_schemas::Topic;
+    use auditlake_schemas::lake::WriteOptions;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+    fixture::build(&lake, dir.path()).await;
+    let policy = Policy::parse(POLICY, "p.toml").unwrap();
+    let t = now("2026-11-16T12:00:00Z");
+    let late = auditlake_schemas::testing::events(
+        Topic::ApiAccess,
+        (0..5).map(|i| {
+            format!(
+                r#"{{"event_id":"late-{i}","event_time":"2026-11-02T10:00:00Z","app_id":"app-1","developer_id":"dev-1","user_id":"user-late","api":"order.list","required_scope":"order.read","token_scopes":["order.read"],"data_categories":["order"],"record_count":1,"status":200,"client_ip":"10.0.0.9","client_region":"CN","token_id":"tok-late","latency_ms":3,"response_bytes":10}}"#
+            )
+        }),
+    );
+    let raced = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let (lake, raced) = (lake.clone(), raced.clone());
+        Arc::new(move |table: &str| {
+            let (lake, raced, late) = (lake.clone(), raced.clone(), late.clone());
+            let ours = table == "api_access" && !raced.swap(true, Ordering::SeqCst);
+            Box::pin(async move {
+                if ours {
+                    lake.append(
+                        "api_access",
+                        vec![late],
+                        Vec::new(),
+                        &WriteOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                }
+            }) as futures::future::BoxFuture<'static, ()>
+        })
+    };
+    let report = Sweep::new(lake.clone(), policy.clone(), t)
+        .with_before_commit(hook)
+        .execute()
+        .await
+        .unwrap();
+    assert!(raced.load(Ordering::SeqCst), "the hook ran");
+
+    let ctx = auditlake_query::session(&lake).await.unwrap();
+    let b = auditlake_query::run_sql(
+        &ctx,
+        "SELECT count(*) FROM api_access WHERE user_id = 'user-late' \
+         OR (date < DATE '2026-11-06' AND app_id <> 'app-2')",
+    )
+    .await
+    .unwrap();
+    let left =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b[0].column(0)).value(0);
+    assert_eq!(left, 0, "expired rows left after the sweep");
+    let removed = &report.tables["api_access"].rewrite;
+    assert!(
+        removed.retired.iter().any(|f| f.rows_removed == 5),
+        "the raced file is in the report: {:?}",
+        removed.retired
+    );
+    let v = Verify::new(lake.clone(), t)
+        .with_policy(policy)
+        .with_evidence(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(v.passed(), "{:?}", v.failures());
+}
