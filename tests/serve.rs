@@ -662,3 +662,42 @@ fn bi_tool_catalog_queries_answer() {
     );
     assert_eq!(columns.lines().next(), Some("event_id"), "{columns}");
 }
+
+/// `SET TIME ZONE` shows zoned times in that zone, as PostgreSQL shows
+/// `timestamptz`: the same instants (a shown time finds its row again); a
+/// zone that does not exist is refused with 22023.
+#[test]
+fn session_time_zone_shows_times_in_it() {
+    psql_present();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = fixture(dir.path(), 10);
+    let server = Server::start(&lake, Some(PASSWORD), &[]);
+    let first = "SELECT min(event_time) FROM api_access";
+    let utc = psql_ok(&server, first);
+    assert!(utc.trim().ends_with("+00"), "{utc}");
+    let conninfo = server.conninfo("auditlake");
+    let in_zone = |zone: &str, query: &str| {
+        let set = format!("SET TIME ZONE '{zone}'");
+        let out = psql(&conninfo, PASSWORD, &["-c", &set, "-c", query]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The last line: psql prints the SET's tag first.
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout.trim().lines().last().unwrap_or_default().to_string()
+    };
+    let shanghai = in_zone("Asia/Shanghai", first);
+    let shown = shanghai.trim();
+    assert!(shown.ends_with("+08"), "{shanghai}");
+    assert_ne!(shown.get(..13), utc.trim().get(..13), "the hour moved");
+    let again = format!("SELECT count(*) FROM api_access WHERE event_time = TIMESTAMPTZ '{shown}'");
+    assert_eq!(count(&server, &again), 1, "{again}");
+    assert!(in_zone("-05:00", first).trim().ends_with("-05"));
+    let err = psql_err(&server, "SET TIME ZONE 'Mars/Olympus_Mons'");
+    assert!(
+        err.contains("22023") && err.contains("Mars/Olympus_Mons"),
+        "{err}"
+    );
+}

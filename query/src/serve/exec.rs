@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future as _;
 use std::pin::Pin;
+use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -154,6 +155,10 @@ impl Executor {
         let deadline = Instant::now() + timeout;
         let ticket = self.cancels.start(client);
         let state = self.query_state(client).map_err(pg_error)?;
+        let zone = client
+            .metadata()
+            .get(CLIENT_TIMEZONE_KEY)
+            .and_then(|z| session_zone(z).ok().flatten());
         let start = async {
             self.lake.refresh_names().await;
             let plan = state
@@ -167,7 +172,7 @@ impl Executor {
                 Some(params) => plan.replace_params_with_values(params).map_err(pg_error)?,
                 None => plan,
             };
-            let df = DataFrame::new(state, plan);
+            let df = in_session_zone(DataFrame::new(state, plan), zone.as_ref());
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let (started_tx, started_rx) = oneshot::channel();
             let (batch_tx, batch_rx) = mpsc::channel(BATCHES_IN_FLIGHT);
@@ -209,6 +214,57 @@ impl Executor {
             .flatten();
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
+}
+
+/// The zone `SET TIME ZONE` names, as arrow spells it: `None` for UTC (and
+/// PostgreSQL's `DEFAULT`/`LOCAL`, the server's zone, which is UTC); an
+/// error for a name arrow's zone database does not know. Offsets are ISO's,
+/// east of UTC (`'+08:00'`), not POSIX's.
+pub fn session_zone(zone: &str) -> Result<Option<String>, DataFusionError> {
+    if zone.eq_ignore_ascii_case("default")
+        || zone.eq_ignore_ascii_case("local")
+        || crate::functions::is_utc(zone)
+    {
+        return Ok(None);
+    }
+    datafusion::arrow::array::timezone::Tz::from_str(zone)?;
+    Ok(Some(zone.to_string()))
+}
+
+/// `df` with its zoned timestamp columns shown in the session's zone, as
+/// PostgreSQL shows `timestamptz` after `SET TIME ZONE` (the same instants;
+/// the lake stores UTC).
+fn in_session_zone(df: DataFrame, zone: Option<&String>) -> DataFrame {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Expr, cast};
+    let Some(zone) = zone else {
+        return df;
+    };
+    let zoned = |t: &DataType| matches!(t, DataType::Timestamp(_, Some(z)) if z.as_ref() != zone);
+    if !df.schema().fields().iter().any(|f| zoned(f.data_type())) {
+        return df;
+    }
+    let columns: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(datafusion::common::Column::new(
+                qualifier.cloned(),
+                field.name(),
+            ));
+            match field.data_type() {
+                DataType::Timestamp(unit, Some(_)) if zoned(field.data_type()) => cast(
+                    column,
+                    DataType::Timestamp(*unit, Some(zone.as_str().into())),
+                )
+                .alias_qualified(qualifier.cloned(), field.name()),
+                _ => column,
+            }
+        })
+        .collect();
+    // A projection that cannot be restated (two outputs of one name) keeps
+    // UTC rather than failing the query.
+    df.clone().select(columns).unwrap_or(df)
 }
 
 /// Plans a client may run: no DDL (`CREATE`, `DROP`, `SELECT ... INTO`), no DML

@@ -21,6 +21,8 @@ pub const READ_ONLY: &str = "25006";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// feature_not_supported.
 pub const NOT_SUPPORTED: &str = "0A000";
+/// invalid_parameter_value: `SET TIME ZONE` to a zone that does not exist.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
 
 /// Client settings the datafusion-postgres `SET`/`SHOW` hook keeps per
 /// connection (formatting, search path, statement timeout).
@@ -161,7 +163,25 @@ fn classify_set(set: &Set) -> Action {
                 Action::Ignore("SET")
             };
         }
-        Set::SetTimeZone { local: false, .. } => return Action::Session,
+        Set::SetTimeZone {
+            local: false,
+            value,
+        } => {
+            let zone = value.to_string();
+            let zone = zone.trim_matches('"').trim_matches('\'');
+            return if super::exec::session_zone(zone).is_ok() {
+                Action::Session
+            } else {
+                Action::Refuse(Refusal::new(
+                    INVALID_PARAMETER_VALUE,
+                    format!(
+                        "invalid value for parameter \"TimeZone\": \"{zone}\" (a zone name \
+                         such as 'Asia/Shanghai', 'UTC', or an offset such as '+08:00', \
+                         east of UTC)"
+                    ),
+                ))
+            };
+        }
         Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
             return Action::Refuse(Refusal::new(
                 INSUFFICIENT_PRIVILEGE,
