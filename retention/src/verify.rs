@@ -613,16 +613,17 @@ impl Ctx {
         {
             return None;
         }
+        // What `check` decodes: the user's rows in one app are counted on
+        // every filter column (holds match on times too), as are held rows.
+        if self.user_app.is_some() || !self.holds.is_empty() {
+            return Some(FILTER_COLUMNS.to_vec());
+        }
         let mut cols = vec!["user_id", "raw"];
         let by_app = self
             .erased
             .as_ref()
             .is_some_and(|e| e.erased_by_app().next().is_some());
-        if self.user_app.is_some() || by_app {
-            cols.push("app_id");
-        }
-        if !self.holds.is_empty() {
-            cols.extend(crate::filters::TIME_COLUMNS);
+        if by_app {
             cols.push("app_id");
         }
         Some(cols)
