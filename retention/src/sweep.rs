@@ -209,13 +209,24 @@ impl Sweep {
                 .iter()
                 .filter_map(|t| Some((t.to_string(), self.policy.cutoff_date(t, self.now)?)))
                 .collect();
+            let key = if self.policy.holds.iter().any(|h| h.user.is_some()) {
+                Some(erasure::ErasureKey::load_or_create(lake).await?)
+            } else {
+                None
+            };
             let holds = self
                 .policy
                 .holds
                 .iter()
                 .map(|h| FloorHold {
                     app: h.app.clone(),
-                    user: h.user.clone(),
+                    // By keyed hash: an erasure removes the id, not the hold.
+                    user_hash: h
+                        .user
+                        .as_ref()
+                        .zip(key.as_ref())
+                        .map(|(u, k)| k.hash(u).to_string()),
+                    user: None,
                     from: h.from.and_then(DateTime::from_timestamp_micros),
                     until: h.until.and_then(DateTime::from_timestamp_micros),
                 })

@@ -33,6 +33,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::erasure::ErasureKey;
 use crate::tables::PARTITION_COLUMN;
 use crate::{Error, Lake, Result};
 
@@ -58,21 +59,39 @@ fn version_path(version: u64) -> object_store::path::Path {
 /// Per table, the first day kept (days since 1970-01-01, as `date`), and
 /// the legal holds in force at the last sweep. Stored as
 /// `{"tables": {"api_access": "2026-11-07"}, "holds": [{"app": "app-3"}]}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RetentionFloor {
     /// Table -> first day kept.
     pub tables: BTreeMap<String, i32>,
     /// Legal holds: rows they cover are kept below the floor.
     pub holds: Vec<FloorHold>,
+    /// The lake's erasure key, to match rows against holds on a user (kept
+    /// by keyed hash); loaded with a floor that has such holds.
+    key: Option<ErasureKey>,
 }
 
+impl PartialEq for RetentionFloor {
+    fn eq(&self, other: &Self) -> bool {
+        self.tables == other.tables && self.holds == other.holds
+    }
+}
+
+impl Eq for RetentionFloor {}
+
 /// A legal hold as ingest applies it: every criterion given must match the
-/// row's `app_id`, `user_id` and `event_time` (`[from, until)`).
+/// row's `app_id`, user and `event_time` (`[from, until)`). A hold on a
+/// user names them by keyed hash (`user_hash`, as `erasures` does), never
+/// by id: the floor must not keep an id that an erasure removes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FloorHold {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// The held user's keyed hash (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_hash: Option<String>,
+    /// A user id in plain text, as the first floors (a development
+    /// version) stored it: read, never written.
+    #[serde(default, skip_serializing)]
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<chrono::DateTime<chrono::Utc>>,
@@ -81,14 +100,33 @@ pub struct FloorHold {
 }
 
 impl FloorHold {
-    fn covers(&self, app: Option<&str>, user: Option<&str>, time: Option<i64>) -> bool {
-        HoldCriteria {
-            app: self.app.as_deref(),
-            user: self.user.as_deref(),
-            from: self.from.map(|t| t.timestamp_micros()),
-            until: self.until.map(|t| t.timestamp_micros()),
-        }
-        .covers(app, user, time)
+    fn covers(
+        &self,
+        key: Option<&ErasureKey>,
+        app: Option<&str>,
+        user: Option<&str>,
+        time: Option<i64>,
+    ) -> bool {
+        // A hold on a user matches by hash; without the key it matches none.
+        let user_matches = match (&self.user_hash, &self.user) {
+            (Some(hash), _) => key
+                .zip(user)
+                .is_some_and(|(k, u)| k.hash(u).to_string() == *hash),
+            (None, Some(plain)) => user == Some(plain.as_str()),
+            (None, None) => true,
+        };
+        user_matches
+            && HoldCriteria {
+                app: self.app.as_deref(),
+                user: None,
+                from: self.from.map(|t| t.timestamp_micros()),
+                until: self.until.map(|t| t.timestamp_micros()),
+            }
+            .covers(app, user, time)
+    }
+
+    fn on_user(&self) -> bool {
+        self.user_hash.is_some()
     }
 }
 
@@ -156,6 +194,7 @@ impl Stored {
         RetentionFloor {
             tables,
             holds: self.holds,
+            key: None,
         }
     }
 }
@@ -188,7 +227,7 @@ impl RetentionFloor {
             match store.get(&path).await {
                 Ok(got) => {
                     let bytes = got.bytes().await?;
-                    let floor = serde_json::from_slice::<Stored>(&bytes)
+                    let mut floor = serde_json::from_slice::<Stored>(&bytes)
                         .map(Stored::floor)
                         .map_err(|e| Error::Floor {
                             path: format!("{path} under {lake}"),
@@ -198,6 +237,9 @@ impl RetentionFloor {
                                  day again"
                             ),
                         })?;
+                    if floor.holds.iter().any(FloorHold::on_user) {
+                        floor.key = ErasureKey::load(lake).await?;
+                    }
                     return Ok((floor, version));
                 }
                 Err(object_store::Error::NotFound { .. }) if version == 0 => {
@@ -230,6 +272,9 @@ impl RetentionFloor {
             let (mut floor, version) = Self::load_versioned(lake).await?;
             let mut changed = floor.holds != holds || version == 0 && !floor.tables.is_empty();
             floor.holds = holds.clone();
+            if floor.key.is_none() && floor.holds.iter().any(FloorHold::on_user) {
+                floor.key = ErasureKey::load(lake).await?;
+            }
             for (table, day) in first_kept {
                 let at = floor.tables.entry(table.clone()).or_insert(i32::MIN);
                 if *day > *at {
@@ -330,7 +375,7 @@ impl RetentionFloor {
             let time = times.filter(|t| t.is_valid(i)).map(|t| t.value(i));
             self.holds
                 .iter()
-                .any(|h| h.covers(value(apps, i), value(users, i), time))
+                .any(|h| h.covers(self.key.as_ref(), value(apps, i), value(users, i), time))
         };
         let keep: BooleanArray = dates
             .iter()
@@ -405,6 +450,55 @@ mod tests {
                 "{root}: {listed:?}"
             );
         }
+    }
+
+    /// A hold on a user is stored by keyed hash, never by id (an erasure
+    /// must leave no id behind), and still lets the user's old rows in.
+    #[tokio::test]
+    async fn a_hold_on_a_user_keeps_no_id() {
+        let lake = Lake::open("memory:///held-user").unwrap();
+        let key = ErasureKey::load_or_create(&lake).await.unwrap();
+        let hold = FloorHold {
+            user_hash: Some(key.hash("user-held-17").to_string()),
+            ..FloorHold::default()
+        };
+        RetentionFloor::raise(
+            &lake,
+            &BTreeMap::from([("api_access".into(), 100)]),
+            vec![hold],
+        )
+        .await
+        .unwrap();
+        let store = lake.object_store().unwrap();
+        let stored = store
+            .get(&version_path(1))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&stored);
+        assert!(
+            !text.contains("user-held-17") && text.contains("user_hash"),
+            "{text}"
+        );
+
+        let floor = RetentionFloor::load(&lake).await.unwrap();
+        let rows = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["user-held-17", "user-other"])) as ArrayRef,
+            ),
+            (
+                PARTITION_COLUMN,
+                Arc::new(Date32Array::from(vec![99, 99])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let (kept, dropped) = floor.retain_batch("api_access", rows).unwrap();
+        assert_eq!((kept.num_rows(), dropped), (1, 1));
+        let users = kept.column(0).as_string::<i32>();
+        assert_eq!(users.value(0), "user-held-17");
     }
 
     /// A lake's floor from before versions still holds, and the first raise
