@@ -15,7 +15,8 @@
 //! - A run replaces each table in one Delta commit (two tables, two commits;
 //!   obligations first). With `with_rules_only` or `with_since` the run covers
 //!   only those rules / that time span: findings of the table outside it are
-//!   kept, those inside replaced.
+//!   kept, those inside replaced; a run whose rules leave out
+//!   `deletion_overdue` leaves `obligations` as it was.
 //!
 //! ```text
 //! Detect::new(lake).with_now(t)...execute()
@@ -367,15 +368,24 @@ impl Detect {
 
         if self.write {
             let t = Instant::now();
-            let out = self
-                .lake
-                .overwrite(
-                    tables::OBLIGATIONS,
-                    vec![obligations.clone()],
-                    &self.write_options,
-                )
-                .await?;
-            metrics.obligations_version = out.version;
+            // `obligations` is the state `deletion_overdue` reports: a run
+            // of other rules only leaves it as the last run that reported
+            // it wrote it, so the two tables keep agreeing.
+            let reports_obligations = self
+                .only
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|id| id == "deletion_overdue"));
+            if reports_obligations {
+                let out = self
+                    .lake
+                    .overwrite(
+                        tables::OBLIGATIONS,
+                        vec![obligations.clone()],
+                        &self.write_options,
+                    )
+                    .await?;
+                metrics.obligations_version = out.version;
+            }
             let out = self
                 .lake
                 .overwrite(tables::FINDINGS, vec![table_rows], &self.write_options)

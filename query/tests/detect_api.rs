@@ -189,7 +189,9 @@ async fn partial_runs_keep_the_other_findings() {
         "{all:?}"
     );
 
-    // Only cross_border, and with US allowed: its finding goes, the rest stays.
+    // Only cross_border, and with US allowed: its finding goes, the rest
+    // stays; `obligations` (what deletion_overdue reports) is left as it was.
+    let obligations_before = lake.require_table("obligations").await.unwrap().version();
     let (found, metrics) = Detect::new(lake.clone())
         .with_now(now())
         .with_rules_only(["cross_border"])
@@ -200,6 +202,11 @@ async fn partial_runs_keep_the_other_findings() {
     assert_eq!(metrics.findings, 0);
     assert_eq!(metrics.findings_kept, all.len() - 1);
     assert_eq!(found.len(), 0, "prints only the run's own findings");
+    assert_eq!(metrics.obligations_version, None);
+    assert_eq!(
+        lake.require_table("obligations").await.unwrap().version(),
+        obligations_before
+    );
     let now_rows = rows(
         &lake,
         "SELECT rule_id, event_ids FROM findings ORDER BY rule_id, event_ids",
