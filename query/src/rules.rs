@@ -129,6 +129,8 @@ impl Rule {
             line,
             message,
         };
+        // A byte-order mark (some editors on Windows write one) is not text.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let (mut id, mut clause, mut severity) = (None, None, None);
         let mut statement_line = None;
         for (i, raw) in text.lines().enumerate() {
@@ -493,6 +495,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no SQL statement"), "{e}");
+    }
+
+    /// A rule file saved with a byte-order mark reads as without one.
+    #[test]
+    fn a_byte_order_mark_is_not_text() {
+        let rule = Rule::parse(
+            "\u{feff}-- id: x\r\n-- clause: 1\r\n-- severity: low\r\nSELECT 1",
+            "r.sql",
+        )
+        .unwrap();
+        assert_eq!(rule.id, "x");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct Args {
     #[command(flatten)]
     lake: LakeArgs,
     /// Address to listen on. Without a password only loopback addresses are allowed.
-    #[arg(long, env = "AUDITLAKE_LISTEN", default_value = serve::DEFAULT_LISTEN)]
+    /// A host name (`localhost:5433`) listens on the first address it has.
+    #[arg(long, env = "AUDITLAKE_LISTEN", default_value = serve::DEFAULT_LISTEN, value_parser = listen_addr)]
     listen: SocketAddr,
     /// The user name clients log in as.
     #[arg(long, env = "AUDITLAKE_PG_USER", default_value = serve::DEFAULT_USER)]
@@ -56,6 +57,25 @@ pub struct Args {
     /// [default: one per core].
     #[arg(long, env = "AUDITLAKE_QUERY_THREADS")]
     query_threads: Option<usize>,
+}
+
+/// `HOST:PORT`, an address or a name (resolved; IPv4 first, as for
+/// `localhost` most clients try it first).
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("not HOST:PORT ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text} resolves to no address"))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -160,5 +180,15 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn listen_takes_addresses_and_names() {
+        assert_eq!(
+            listen_addr("127.0.0.1:5433").unwrap(),
+            "127.0.0.1:5433".parse::<SocketAddr>().unwrap()
+        );
+        assert!(listen_addr("localhost:5433").unwrap().ip().is_loopback());
+        assert!(listen_addr("localhost").unwrap_err().contains("HOST:PORT"));
     }
 }
